@@ -1,0 +1,1 @@
+"Datasets, DataBlocks and offline generators for Tiny ImageNet and the lunar-rock data."

@@ -1,0 +1,1 @@
+"Shared experiment machinery: run folders, callbacks, metrics, fit helpers and reports."
