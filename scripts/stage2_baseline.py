@@ -1,0 +1,27 @@
+#!/usr/bin/env python
+"""Stage 2 (T2.5, T2.6): the baseline ResNet on 10 Tiny ImageNet classes.
+
+Configuration: 3x3 stride-1 stem (64 px input), stages 32-64-128-256 with [2,2,2,2] BasicBlocks, ReLU:
+2.80M parameters, the ResNet18 layout at half width, which keeps inside the 5M budget. Adam, lr 1e-3,
+cross-entropy, 25 epochs (20-30 in the spec). Writes accuracy/loss plots, the parameter count and
+`print(model)` (model.txt) under results/stage2_baseline/<timestamp>/.
+"""
+import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fastcore.script import call_parse, Param, store_true
+
+from lab.stages import BASELINE, run_resnet_stage, setup
+
+
+@call_parse
+def main(data: Param("Tiny ImageNet folder (default: known places, else a generated offline set)", str) = None,
+         out: Param("results folder", str) = 'results',
+         quick: Param("quick profile: few images and epochs (default on a CPU)", store_true) = False,
+         full: Param("full profile even without a GPU", store_true) = False,
+         epochs: Param("epochs (default: the profile's)", int) = None,
+         seeds: Param("seeds: a count (2) or a list (0,1)", str) = '1'):
+    profile, seeds, epochs = setup(data, quick, full, seeds, epochs)
+    summary = run_resnet_stage('stage2_baseline', {'baseline': BASELINE}, out=out, data=data, profile=profile,
+                               seeds=seeds, epochs=epochs, title='Stage 2: baseline ResNet')
+    row = summary['rows'][0]
+    print(f"baseline: {row['params_M']}M parameters, best valid accuracy {row['valid_acc']:.1%} "
+          f"at epoch {row['best_epoch']:.0f}; architecture in model.txt")

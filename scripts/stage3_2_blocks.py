@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Stage 3.2 (T2.8): blocks per stage, [1,...], [2,...], [3,...], with the best channels of stage 3.1.
+
+Reads the newest finished stage 3.1 run under --out; without one it uses the baseline channels 32-64-128-256
+and says so. Compares params, valid accuracy, convergence speed (epoch of the best result) and overfitting;
+all accuracy curves on one plot (valid_accuracy.png).
+"""
+import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fastcore.script import call_parse, Param, store_true
+
+from lab.stages import BASELINE, previous_choice, run_resnet_stage, setup
+
+
+@call_parse
+def main(data: Param("Tiny ImageNet folder (default: known places, else a generated offline set)", str) = None,
+         out: Param("results folder", str) = 'results',
+         quick: Param("quick profile: few images and epochs (default on a CPU)", store_true) = False,
+         full: Param("full profile even without a GPU", store_true) = False,
+         epochs: Param("epochs (default: the profile's)", int) = None,
+         seeds: Param("seeds: a count (2) or a list (0,1)", str) = '1'):
+    profile, seeds, epochs = setup(data, quick, full, seeds, epochs)
+    base, reason = previous_choice(out, 'stage3_1_channels', BASELINE)
+    n_stages = len(base['channels'])
+    variants = {label: dict(base, blocks=(n,) * n_stages) for label, n in zip('ABC', (1, 2, 3))}
+    run_resnet_stage('stage3_2_blocks', variants, out=out, data=data, profile=profile, seeds=seeds,
+                     epochs=epochs, title='Stage 3.2: blocks per stage', chosen_from=reason)
