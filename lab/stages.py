@@ -16,7 +16,7 @@ from .runs import latest_stage_summary, parse_seeds, stage_dir, write_json
 from .train import fit_run, load_history, make_learner
 
 __all__ = ['BASELINE', 'STAGES', 'tiny_imagenet_data', 'previous_choice', 'run_resnet_stage', 'aggregate_runs',
-           'overfitting_text', 'setup', 'train_variant', 'experiments_table', 'STAGE_LABELS']
+           'overfitting_text', 'setup', 'blocks_variants', 'activation_variants', 'train_variant', 'experiments_table', 'STAGE_LABELS']
 
 # The baseline (T2.5/T2.6): 3x3 stem for 64 px input, 4 stages of two blocks, ReLU: 2.80M parameters, the
 # ResNet18 layout at half width so that it keeps inside the 5M budget with room for stage 3.2's [3,3,3,3].
@@ -24,6 +24,16 @@ BASELINE = dict(channels=(32, 64, 128, 256), blocks=(2, 2, 2, 2), act='relu', st
 # Stage folders under --out, in order; each names the key it hands on.
 STAGES = {'stage2_baseline': None, 'stage3_1_channels': 'channels', 'stage3_2_blocks': 'blocks',
           'stage3_3_activations': 'act', 'stage4_final': None}
+
+
+def blocks_variants(base):
+    "Stage 3.2's variants: A, B, C = 1, 2, 3 blocks in every stage of `base`'s channels."
+    return {label: dict(base, blocks=(n,) * len(base['channels'])) for label, n in zip('ABC', (1, 2, 3))}
+
+
+def activation_variants(base):
+    "Stage 3.3's variants: A-D = ReLU, LeakyReLU, ELU, GELU on `base`."
+    return {label: dict(base, act=act) for label, act in zip('ABCD', ('relu', 'leakyrelu', 'elu', 'gelu'))}
 
 
 def setup(data, quick, full, seeds, epochs=None, epochs_key='epochs'):

@@ -8,7 +8,7 @@ all accuracy curves on one plot (valid_accuracy.png).
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastcore.script import call_parse, Param, store_true
 
-from lab.stages import BASELINE, previous_choice, run_resnet_stage, setup
+from lab.stages import BASELINE, blocks_variants, previous_choice, run_resnet_stage, setup
 
 
 @call_parse
@@ -20,7 +20,5 @@ def main(data: Param("Tiny ImageNet folder (default: known places, else a genera
          seeds: Param("seeds: a count (2) or a list (0,1)", str) = '1'):
     profile, seeds, epochs = setup(data, quick, full, seeds, epochs)
     base, reason = previous_choice(out, 'stage3_1_channels', BASELINE)
-    n_stages = len(base['channels'])
-    variants = {label: dict(base, blocks=(n,) * n_stages) for label, n in zip('ABC', (1, 2, 3))}
-    run_resnet_stage('stage3_2_blocks', variants, out=out, data=data, profile=profile, seeds=seeds,
+    run_resnet_stage('stage3_2_blocks', blocks_variants(base), out=out, data=data, profile=profile, seeds=seeds,
                      epochs=epochs, title='Stage 3.2: blocks per stage', chosen_from=reason)
