@@ -1,0 +1,137 @@
+"""Binary segmentation metrics and losses for 1-channel logits (T3.2, T3.3, D4).
+
+fastai's `Dice`/`JaccardCoeff` take the argmax over channels, which is always 0 for one channel; these
+threshold the sigmoid instead. The fastai metrics add up pixel counts over the whole validation set and
+score them once at the end (not a mean of per-batch scores).
+
+Targets may be fastai `TensorMask`s (B, H, W) of {0, 1} or float masks (B, 1, H, W); logits are (B, 1, H, W).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from fastai.metrics import Metric
+
+__all__ = ['seg_stats', 'iou_score', 'dice_score', 'pixel_accuracy', 'IoU', 'DiceScore', 'PixelAccuracy',
+           'seg_metrics', 'soft_dice_loss', 'BCEDiceLoss', 'seg_loss', 'SEG_LOSSES']
+
+
+def _align(logits, target):
+    "Plain float tensors of one shape (B, 1, H, W); fastai's tensor subclasses refuse to mix in arithmetic."
+    logits, target = logits.as_subclass(Tensor), target.as_subclass(Tensor)
+    if target.ndim == logits.ndim - 1: target = target.unsqueeze(1)
+    if target.shape != logits.shape:
+        raise ValueError(f"target of shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}; "
+                         "expected logits (B, 1, H, W) and a mask (B, H, W) or (B, 1, H, W)")
+    return logits.float(), target.float()
+
+
+def seg_stats(logits, target, threshold=0.5):
+    "Pixel counts (tp, fp, fn, tn) as a long tensor of 4, predicting foreground where sigmoid(logits) > `threshold`."
+    logits, target = _align(logits, target)
+    pred, true = torch.sigmoid(logits) > threshold, target > 0.5
+    return torch.stack([(pred & true).sum(), (pred & ~true).sum(), (~pred & true).sum(), (~pred & ~true).sum()])
+
+
+def iou_score(tp, fp, fn, tn):
+    "Intersection over union, tp / (tp + fp + fn); 1.0 when prediction and target are both empty."
+    return tp / (tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def dice_score(tp, fp, fn, tn):
+    "Dice (F1), 2 tp / (2 tp + fp + fn); 1.0 when prediction and target are both empty."
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def pixel_accuracy(tp, fp, fn, tn):
+    "Share of pixels classified right; nan when there are no pixels."
+    n = tp + fp + fn + tn
+    return (tp + tn) / n if n else math.nan
+
+
+class _CountMetric(Metric):
+    "A fastai metric that sums `seg_stats` over the batches and scores the totals with `score`."
+    score, metric_name = None, None
+
+    def __init__(self, threshold=0.5):
+        self.threshold = threshold
+        self.reset()
+
+    def reset(self): self.counts = torch.zeros(4, dtype=torch.long)
+
+    def accumulate(self, learn):
+        self.counts += seg_stats(learn.pred, *learn.yb, threshold=self.threshold).cpu()
+
+    @property
+    def value(self): return float(self.score(*self.counts.tolist()))
+
+    @property
+    def name(self): return self.metric_name
+
+
+class IoU(_CountMetric):
+    "Dataset-level IoU of the thresholded sigmoid (see `iou_score`)."
+    score, metric_name = staticmethod(iou_score), 'iou'
+
+
+class DiceScore(_CountMetric):
+    "Dataset-level Dice of the thresholded sigmoid (see `dice_score`)."
+    score, metric_name = staticmethod(dice_score), 'dice'
+
+
+class PixelAccuracy(_CountMetric):
+    "Dataset-level pixel accuracy of the thresholded sigmoid."
+    score, metric_name = staticmethod(pixel_accuracy), 'pixel_acc'
+
+
+def seg_metrics(threshold=0.5):
+    "The T3.2 metrics for a Learner: IoU, Dice, pixel accuracy."
+    return [IoU(threshold), DiceScore(threshold), PixelAccuracy(threshold)]
+
+
+def soft_dice_loss(logits, target, smooth=1.0):
+    "1 - soft Dice of sigmoid(logits), summed over the whole batch; `smooth` keeps empty masks at loss 0, not 0/0."
+    logits, target = _align(logits, target)
+    prob = torch.sigmoid(logits)
+    return 1 - (2 * (prob * target).sum() + smooth) / (prob.sum() + target.sum() + smooth)
+
+
+class BCEDiceLoss(nn.Module):
+    """`bce_weight` * BCEWithLogits + (1 - `bce_weight`) * `soft_dice_loss`, for 1-channel logits.
+
+    Args:
+        bce_weight: 1 gives pure BCEWithLogits, 0 pure soft Dice, 0.5 the usual mix.
+        smooth: Dice smoothing term.
+        threshold: probability above which `decodes` predicts foreground.
+    Like fastai's own losses it has `activation` (sigmoid) and `decodes` (probabilities -> (B, H, W) 0/1 mask),
+    which `get_preds(with_decoded=True)`, `predict` and `show_results` use.
+    """
+    def __init__(self, bce_weight=0.5, smooth=1.0, threshold=0.5):
+        super().__init__()
+        if not 0 <= bce_weight <= 1: raise ValueError(f"bce_weight={bce_weight}: expected a value in [0, 1]")
+        self.bce_weight, self.smooth, self.threshold = bce_weight, smooth, threshold
+
+    def forward(self, logits, target):
+        logits, target = _align(logits, target)
+        loss = 0.
+        if self.bce_weight > 0: loss = self.bce_weight * F.binary_cross_entropy_with_logits(logits, target)
+        if self.bce_weight < 1: loss = loss + (1 - self.bce_weight) * soft_dice_loss(logits, target, self.smooth)
+        return loss
+
+    def activation(self, x): return torch.sigmoid(x)
+
+    # fastai calls `decodes` on the output of `activation`, so `x` holds probabilities here.
+    def decodes(self, x): return (x > self.threshold).long().squeeze(1)
+
+    def extra_repr(self): return f'bce_weight={self.bce_weight}, smooth={self.smooth}, threshold={self.threshold}'
+
+
+SEG_LOSSES = {'bce': 1.0, 'dice': 0.0, 'bce_dice': 0.5}
+
+
+def seg_loss(name='bce_dice', **kwargs):
+    "A `BCEDiceLoss` by name: 'bce', 'dice' or 'bce_dice' (0.5 + 0.5); `kwargs` go to `BCEDiceLoss`."
+    if name not in SEG_LOSSES: raise ValueError(f"unknown loss {name!r}: expected one of {', '.join(SEG_LOSSES)}")
+    return BCEDiceLoss(bce_weight=SEG_LOSSES[name], **kwargs)
