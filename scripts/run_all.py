@@ -7,7 +7,7 @@ profile runs (say --full to override). Stops at the first failing script; times 
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import subprocess, time
-from fastcore.script import call_parse, Param, store_true
+from fastcore.script import call_parse
 
 from lab.profile import pick_profile
 from lab.runs import stage_dir, write_json
@@ -22,13 +22,13 @@ SCRIPTS = [('task1_variance', 'tiny', False), ('task1_gradients', None, False),
 
 
 @call_parse
-def main(data: Param("Tiny ImageNet folder (default: known places, else a generated offline set)", str) = None,
-         moon: Param("moon data folder (default: known places, else a generated offline set)", str) = None,
-         out: Param("results folder", str) = 'results',
-         quick: Param("quick profile: few images and epochs (default on a CPU)", store_true) = False,
-         full: Param("full profile even without a GPU", store_true) = False,
-         seeds: Param("seeds for every training script: a count (2) or a list (0,1)", str) = '1',
-         only: Param("comma-separated script names to run (default: all)", str) = None):
+def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
+         moon: str = None,  # moon data folder (default: known places, else a generated offline set)
+         out: str = 'results',  # results folder
+         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
+         full: bool = False,  # full profile even without a GPU
+         seeds: str = '1',  # seeds for every training script: a count (2) or a list (0,1)
+         only: str = None):  # comma-separated script names to run (default: all)
     profile = pick_profile(quick, full)['name']
     chosen = [s for s in SCRIPTS if not only or s[0] in only.split(',')]
     unknown = set(only.split(',')) - {s[0] for s in SCRIPTS} if only else set()

@@ -7,18 +7,18 @@ cross-entropy, 25 epochs (20-30 in the spec). Writes accuracy/loss plots, the pa
 `print(model)` (model.txt) under results/stage2_baseline/<timestamp>/.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse, Param, store_true
+from fastcore.script import call_parse
 
 from lab.stages import BASELINE, run_resnet_stage, setup
 
 
 @call_parse
-def main(data: Param("Tiny ImageNet folder (default: known places, else a generated offline set)", str) = None,
-         out: Param("results folder", str) = 'results',
-         quick: Param("quick profile: few images and epochs (default on a CPU)", store_true) = False,
-         full: Param("full profile even without a GPU", store_true) = False,
-         epochs: Param("epochs (default: the profile's)", int) = None,
-         seeds: Param("seeds: a count (2) or a list (0,1)", str) = '1'):
+def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
+         out: str = 'results',  # results folder
+         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
+         full: bool = False,  # full profile even without a GPU
+         epochs: int = None,  # epochs (default: the profile's)
+         seeds: str = '1'):  # seeds: a count (2) or a list (0,1)
     profile, seeds, epochs = setup(data, quick, full, seeds, epochs)
     summary = run_resnet_stage('stage2_baseline', {'baseline': BASELINE}, out=out, data=data, profile=profile,
                                seeds=seeds, epochs=epochs, title='Stage 2: baseline ResNet')

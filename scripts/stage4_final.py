@@ -8,7 +8,7 @@ accuracy is reloaded and evaluated on the test set (the official val split): acc
 precision/recall/F1, confusion matrix (PNG and CSV), `learn.show_results` and 10 random test images.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse, Param, store_true
+from fastcore.script import call_parse
 from fastai.losses import LabelSmoothingCrossEntropyFlat
 
 from data.tiny_imagenet import test_dl
@@ -23,12 +23,12 @@ LABEL_SMOOTHING = 0.1
 
 
 @call_parse
-def main(data: Param("Tiny ImageNet folder (default: known places, else a generated offline set)", str) = None,
-         out: Param("results folder", str) = 'results',
-         quick: Param("quick profile: few images and epochs (default on a CPU)", store_true) = False,
-         full: Param("full profile even without a GPU", store_true) = False,
-         epochs: Param("epochs (default: the profile's final_epochs)", int) = None,
-         seeds: Param("seeds: a count (2) or a list (0,1)", str) = '1'):
+def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
+         out: str = 'results',  # results folder
+         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
+         full: bool = False,  # full profile even without a GPU
+         epochs: int = None,  # epochs (default: the profile's final_epochs)
+         seeds: str = '1'):  # seeds: a count (2) or a list (0,1)
     profile, seeds, epochs = setup(data, quick, full, seeds, epochs, epochs_key='final_epochs')
     for stage in ('stage3_1_channels', 'stage3_2_blocks'):
         s = latest_stage_summary(out, stage)

@@ -11,7 +11,7 @@ Recipe: AdamW one-cycle, max lr 3e-3, weight decay 0.05, label smoothing 0.1. Wr
 curves, final valid metrics and the best checkpoint (model.pth) under results/task3_classifier128/.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse, Param, store_true
+from fastcore.script import call_parse
 from fastai.losses import LabelSmoothingCrossEntropyFlat
 
 from lab.runs import stage_dir, write_json
@@ -22,12 +22,12 @@ RECIPE = dict(opt='adamw', lr=3e-3, wd=0.05, schedule='one_cycle')
 
 
 @call_parse
-def main(data: Param("Tiny ImageNet folder (default: known places, else a generated offline set)", str) = None,
-         out: Param("results folder", str) = 'results',
-         quick: Param("quick profile: few images and epochs (default on a CPU)", store_true) = False,
-         full: Param("full profile even without a GPU", store_true) = False,
-         epochs: Param("epochs (default: the profile's final_epochs)", int) = None,
-         seeds: Param("seeds: a count (2) or a list (0,1)", str) = '1'):
+def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
+         out: str = 'results',  # results folder
+         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
+         full: bool = False,  # full profile even without a GPU
+         epochs: int = None,  # epochs (default: the profile's final_epochs)
+         seeds: str = '1'):  # seeds: a count (2) or a list (0,1)
     profile, seeds, epochs = setup(data, quick, full, seeds, epochs, epochs_key='final_epochs')
     with stage_dir(out, 'task3_classifier128') as folder:
         splits, dls, source = tiny_imagenet_data(data, profile, size=128, augment=True)
