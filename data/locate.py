@@ -1,0 +1,93 @@
+"""Where the data is (D3): an explicit path, else known locations, else a generated synthetic dataset (loudly).
+
+Both finders return ``(path, source)`` with source 'real' or 'synthetic'; a folder made by `data.synthetic` holds a
+`SYNTHETIC` marker and is reported as synthetic wherever it is.
+"""
+import shutil, tempfile, urllib.request, zipfile
+from pathlib import Path
+
+from .moon import moon_pairs
+from .synthetic import make_moon_like, make_tiny_imagenet_like
+from .tiny_imagenet import read_wnids
+
+__all__ = ['REPO', 'TINY_IMAGENET_URL', 'find_tiny_imagenet', 'find_moon', 'download_tiny_imagenet']
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_IMAGENET_URL = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
+MIN_MOON_PAIRS = 20
+MOON_URL = 'https://www.kaggle.com/datasets/romainpessia/artificial-lunar-rocky-landscape-dataset'
+
+
+def _check_tiny(path):
+    "Raise, naming what is missing, unless `path` holds the Tiny ImageNet layout."
+    if not path.is_dir(): raise FileNotFoundError(f"{path}: no such folder (expected a Tiny ImageNet folder)")
+    read_wnids(path)
+    for sub in ('train', 'val/images', 'val/val_annotations.txt'):
+        if not (path/sub).exists(): raise FileNotFoundError(f"{path/sub}: not found (expected Tiny ImageNet's layout)")
+
+
+def _fastai_tiny():
+    from fastai.data.external import fastai_path  # imported here: only this place needs fastai's config
+    return fastai_path('data')/'tiny_imagenet_200'
+
+
+def _find(kind, path, places, check, generated, generate, how_to_get):
+    "The explicit `path`, else the first of `places` that exists, else the `generated` dataset."
+    if path is not None: check(Path(path)); found = Path(path)  # no fallback: the user asked for this folder
+    else:
+        found = next((p for p in places if p.exists()), None)
+        if found is not None: check(found)  # a known place that exists but is broken should be fixed, not skipped
+        elif not generate:
+            raise FileNotFoundError(f"no {kind} data in {[str(p) for p in places]}: {how_to_get}, or pass --data")
+        else:
+            target, make = generated
+            if not (target/'.complete').exists(): make(target)
+            found = target
+    source = 'synthetic' if (found/'SYNTHETIC').exists() else 'real'
+    if source == 'synthetic':
+        print(f"NOTICE: {found} is a SYNTHETIC stand-in for {kind} (no real data found): the numbers of this run "
+              f"are not {kind} numbers. {how_to_get}, or pass --data.")
+    return found, source
+
+
+def find_tiny_imagenet(path=None, generate=True):
+    "`(folder, 'real' | 'synthetic')` of Tiny ImageNet: `path`, known locations, or a generated stand-in."
+    places = [REPO/'data'/'tiny-imagenet-200', REPO.parent/'shared'/'data'/'tiny-imagenet-10', _fastai_tiny()]
+    return _find('Tiny ImageNet', path, places, _check_tiny,
+                 (REPO/'data'/'generated'/'tiny-imagenet-synthetic', make_tiny_imagenet_like), generate,
+                 f"Run data.locate.download_tiny_imagenet() or put it at {places[0]}")
+
+
+def find_moon(path=None, generate=True):
+    """`(folder, 'real' | 'synthetic')` of the moon data: `path`, known locations, or a generated stand-in.
+    A known location with fewer than `MIN_MOON_PAIRS` frames is skipped (said): it cannot train and validate a U-Net."""
+    places = [REPO/'data'/'moon', REPO.parent/'shared'/'data'/'moon', REPO/'data'/'moon-kaggle']
+    how_to_get = f"Get it from {MOON_URL} (images/render, images/ground) into {places[2]}"
+    if path is None:
+        small = {p: len(moon_pairs(p)) for p in places if p.exists() and len(moon_pairs(p)) < MIN_MOON_PAIRS}
+        for p, n in small.items():
+            print(f"NOTICE: {p} holds only {n} render/ground pair(s), too few to train on: skipped "
+                  f"(pass --data {p} to use it anyway)")
+        places = [p for p in places if p not in small]
+    return _find('the Kaggle moon data', path, places, moon_pairs,
+                 (REPO/'data'/'generated'/'moon-synthetic', make_moon_like), generate, how_to_get)
+
+
+def download_tiny_imagenet(dest='data'):
+    "Download and unzip Tiny ImageNet-200 into `dest`/tiny-imagenet-200 (reused when there); RuntimeError offline."
+    dest = Path(dest)
+    target = dest/'tiny-imagenet-200'
+    if target.exists(): _check_tiny(target); return target
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix='.download-') as tmp:  # half a download is never left behind
+        archive = Path(tmp)/'tiny-imagenet-200.zip'
+        try:
+            with urllib.request.urlopen(TINY_IMAGENET_URL, timeout=60) as r, open(archive, 'wb') as f:
+                shutil.copyfileobj(r, f)
+            with zipfile.ZipFile(archive) as z: z.extractall(tmp)
+        except (OSError, zipfile.BadZipFile) as e:  # URLError, timeouts and disk errors are OSErrors
+            raise RuntimeError(f"could not download {TINY_IMAGENET_URL}: {getattr(e, 'reason', e)}; put the dataset "
+                               f"at {target} or pass --data") from e
+        Path(tmp, 'tiny-imagenet-200').rename(target)
+    _check_tiny(target)
+    return target

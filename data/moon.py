@@ -1,0 +1,128 @@
+"""Lunar rock segmentation data (T3.2, D4): render/ground pairs, mask binarisation and fastai `DataLoaders`.
+
+Layout: ``images/render/renderNNNN.png`` (inputs) and ``images/ground/groundNNNN.png`` (masks), paired by frame number.
+Masks may be binary (0/1 or 0/255, grey or RGB) or the Kaggle multi-class RGB masks (black ground, red sky,
+green small rocks, blue large rocks); either way the target is rock (1) versus not rock (0).
+"""
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from fastai.vision.all import (DataBlock, ImageBlock, IndexSplitter, ItemGetter, ItemTransform, MaskBlock, Normalize,
+                               PILMask, Resize, ResizeMethod, aug_transforms, imagenet_stats)
+
+from .tiny_imagenet import valid_idxs
+
+__all__ = ['CODES', 'mask_scheme', 'binarize_mask', 'load_mask', 'RockMask', 'moon_pairs', 'moon_dls']
+
+CODES = ['background', 'rock']
+MAX_MIXED = 0.25  # a mask has few anti-aliased edge pixels; more than this share means it is not a mask (a photo?)
+
+
+def _grey_scale(grey):
+    "1 or 255, the value that stands for 'rock' in a grey mask; ValueError when it is neither."
+    mx = grey.max()
+    scale = 1 if mx <= 1 else 255 if mx == 255 else None
+    if scale is None or grey.min() < 0:
+        raise ValueError(f"grey mask with values {grey.min()}..{mx}: expected 0/1 or 0/255 values")
+    mixed = ((grey > scale / 8) & (grey < scale * 7 / 8)).mean()
+    if mixed > MAX_MIXED:
+        raise ValueError(f"grey mask with {mixed:.0%} of its pixels between 0 and {scale}: expected a binary mask "
+                         f"(0/{scale} with at most {MAX_MIXED:.0%} anti-aliased pixels)")
+    return scale
+
+
+def _parse(arr):
+    "(scheme, values): grey HxW with its scale (1 or 255), or RGB HxWx3 int16 for 'kaggle_rgb'."
+    arr = np.asarray(arr)
+    if arr.dtype == bool: arr = arr.astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[..., :3]
+        if (rgb == rgb[..., :1]).all(): arr = rgb[..., 0]
+        else:
+            # Kaggle masks are black/red/green/blue: apart from anti-aliased edges one channel at most is lit.
+            mixed = ((rgb > 32).sum(-1) > 1).mean()
+            if mixed > MAX_MIXED:
+                raise ValueError(f"RGB mask with {mixed:.0%} of its pixels mixing channels: expected a Kaggle mask "
+                                 f"(black ground, red sky, green small rocks, blue large rocks) or equal channels")
+            return 'kaggle_rgb', rgb.astype(np.int16)
+    if arr.ndim != 2: raise ValueError(f"mask of shape {arr.shape}: expected HxW grey or HxWx3/HxWx4 RGB(A)")
+    return f'binary{_grey_scale(arr):02d}', arr
+
+
+def mask_scheme(arr):
+    "'binary01', 'binary255' (grey, or RGB with equal channels) or 'kaggle_rgb'; ValueError for anything else."
+    return _parse(arr)[0]
+
+
+def binarize_mask(arr, large_only=False):
+    """HxW uint8 mask, 1 = rock, 0 = anything else, from any scheme of `mask_scheme`.
+
+    Grey masks are thresholded at half their scale. Kaggle masks: rock = the green (small) or blue (large) channel
+    above 127 and the brightest channel, so anti-aliased edges go to the dominant colour; `large_only`: blue only."""
+    scheme, v = _parse(arr)
+    if scheme != 'kaggle_rgb': return (v > (1 if scheme == 'binary01' else 255) / 2).astype(np.uint8)
+    r, g, b = v[..., 0], v[..., 1], v[..., 2]
+    large = (b > 127) & (b > r) & (b >= g)
+    rock = large if large_only else large | ((g > 127) & (g > r) & (g > b))
+    return rock.astype(np.uint8)
+
+
+def load_mask(path, large_only=False):
+    "The mask file at `path`, binarised; errors name the file."
+    with Image.open(path) as im:
+        # Palette and other modes would give indices or odd ranges, not the colours the schemes are defined on.
+        arr = np.asarray(im if im.mode in ('1', 'L', 'RGB', 'RGBA') else im.convert('RGB'))
+    try: return binarize_mask(arr, large_only)
+    except ValueError as e: raise ValueError(f"{path}: {e}") from None
+
+
+def _frames(folder, prefix):
+    "{frame number: path} of `<prefix>NNNN.png` files in `folder`."
+    if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder (expected {prefix}NNNN.png files)")
+    pat = re.compile(rf'{prefix}(\d+)\.png', re.I)
+    return {int(m[1]): p for p in folder.iterdir() if (m := pat.fullmatch(p.name))}
+
+
+def moon_pairs(root):
+    "`(render_path, ground_path)` pairs of `root/images/{render,ground}`, matched by frame number, sorted."
+    root = Path(root)
+    renders, grounds = _frames(root/'images'/'render', 'render'), _frames(root/'images'/'ground', 'ground')
+    for have, lack, what in ((renders, grounds, 'renders without a ground mask'),
+                             (grounds, renders, 'ground masks without a render')):
+        alone = sorted(have.keys() - lack.keys())
+        if alone: raise ValueError(f"{root/'images'}: {len(alone)} {what}, e.g. {[have[k].name for k in alone[:5]]}")
+    if not renders: raise FileNotFoundError(f"{root/'images'}: no renderNNNN.png/groundNNNN.png pairs in its folders")
+    return [(renders[k], grounds[k]) for k in sorted(renders)]
+
+
+class RockMask(ItemTransform):
+    "`(render, ground)` pair -> `PILMask` of its binarised ground mask (fastai's MaskBlock alone would keep 0/255)."
+    def __init__(self, large_only=False): super().__init__(); self.large_only = large_only
+    def encodes(self, pair): return PILMask.create(load_mask(pair[1], self.large_only))
+
+
+def moon_dls(root, size=128, bs=8, valid_pct=0.2, seed=42, augment=True, large_only=False, max_items=None,
+             device=None, num_workers=0):
+    """fastai DataLoaders of (render, rock mask): TensorImage (B,3,size,size), TensorMask (B,size,size) long in {0,1}.
+
+    Frames are squished to size x size (the 3:2 renders lose their aspect ratio, the U-Nets want square inputs).
+    Split: seeded random `valid_pct` of the frames (no classes to stratify). `augment`: horizontal flips only (the
+    horizon stays at the top), rotation <= 5 deg, zoom <= 1.1, brightness/contrast 0.2; then ImageNet normalisation."""
+    if max_items is not None and max_items < 1: raise ValueError(f"max_items={max_items}: expected at least 1")
+    pairs = moon_pairs(root)[slice(max_items)]
+    if len(pairs) < 2:
+        print(f"WARNING: only one render/ground pair ({pairs[0][0].name} of {root}): it is used for both train "
+              f"and valid, so the valid metrics are NOT held-out metrics.")
+        pairs, valid = pairs * 2, [1]
+    else: valid = valid_idxs(len(pairs), valid_pct, np.random.default_rng(seed))
+    aug = aug_transforms(do_flip=True, flip_vert=False, max_rotate=5, max_zoom=1.1, max_lighting=0.2,
+                         max_warp=0) if augment else []
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=CODES)),
+                      get_x=ItemGetter(0), get_y=RockMask(large_only),
+                      splitter=IndexSplitter(valid), item_tfms=Resize(size, method=ResizeMethod.Squish),
+                      batch_tfms=[*aug, Normalize.from_stats(*imagenet_stats)])
+    # The train loader drops its last partial batch: a batch larger than the train set would leave it empty.
+    return block.dataloaders(pairs, bs=min(bs, len(pairs) - len(valid)), device=device, num_workers=num_workers)
+

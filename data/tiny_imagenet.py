@@ -1,0 +1,183 @@
+"""Tiny ImageNet (T2.1, T3.1): the original on-disk layout as item lists, a torch `Dataset` and fastai `DataLoaders`.
+
+Layout: ``wnids.txt``, ``words.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``, ``val/val_annotations.txt``
+The official test split has no labels, so the official train folder is split (stratified, seeded) into
+train/valid and the official **val** split is used as the **test** set.
+"""
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import ToTensor
+from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, ItemGetter, ItemTransform,
+                               Normalize, Resize, ResizeMethod, aug_transforms, imagenet_stats)
+
+__all__ = ['read_wnids', 'read_words', 'class_names', 'TinySplits', 'load_tiny_imagenet', 'valid_idxs',
+           'TinyImageNetDataset', 'tiny_imagenet_dls', 'test_dl']
+
+IMAGE_SUFFIXES = {'.jpeg', '.jpg', '.png'}
+
+
+def _need(path, what):
+    "`path`, or a FileNotFoundError that says what was expected there."
+    if not path.exists(): raise FileNotFoundError(f"{path}: not found (expected {what})")
+    return path
+
+
+def read_wnids(root):
+    "The class ids listed in `root/wnids.txt`, in file order."
+    return _need(Path(root)/'wnids.txt', 'the class list of Tiny ImageNet, one wnid a line').read_text().split()
+
+
+def read_words(root):
+    "`root/words.txt` as a dict wnid -> words (e.g. 'n02124075' -> 'Egyptian cat')."
+    text = _need(Path(root)/'words.txt', 'wnid<TAB>words lines').read_text()
+    return dict(line.split('\t', 1) for line in text.splitlines() if '\t' in line)
+
+
+def class_names(wnids, words):
+    "Short human names (first comma-separated part of the words); a name two classes share gets its wnid appended."
+    short = [words.get(w, w).split(',')[0].strip() or w for w in wnids]
+    return [f'{s} ({w})' if short.count(s) > 1 else s for s, w in zip(short, wnids)]
+
+
+def valid_idxs(n, valid_pct, rng):
+    "Sorted indices of the `valid_pct` share of `n` items drawn with `rng`; at least one each side when n >= 2."
+    if not 0 <= valid_pct < 1: raise ValueError(f"valid_pct={valid_pct}: expected a fraction in [0, 1)")
+    n_valid = min(max(round(valid_pct * n), int(valid_pct > 0)), n - 1) if n > 1 else 0
+    return np.sort(rng.permutation(n)[:n_valid])
+
+
+@dataclass
+class TinySplits:
+    "Item lists `(path, label_index)` of a Tiny ImageNet subset; `names[label_index]` is the class name."
+    root: Path
+    wnids: list
+    names: list
+    train: list = field(repr=False)
+    valid: list = field(repr=False)
+    test: list = field(repr=False)
+    notes: str = ''
+
+    def __str__(self):
+        return (f"Tiny ImageNet at {self.root}: {len(self.names)} classes, {len(self.train)} train, "
+                f"{len(self.valid)} valid, {len(self.test)} test ({self.notes})")
+
+
+def _class_images(root, wnid):
+    folder = _need(root/'train'/wnid/'images', f"the train images of class {wnid}, which wnids.txt lists")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files: raise ValueError(f"{folder}: no images (expected *.JPEG files of class {wnid})")
+    return files
+
+
+def _read_annotations(root):
+    "Official val split as (path, wnid) pairs, in file order."
+    ann = _need(root/'val'/'val_annotations.txt', 'filename<TAB>wnid<TAB>box lines for val/images')
+    rows = []
+    for i, line in enumerate(ann.read_text().splitlines(), 1):  # splitlines: some copies have CRLF lines
+        if not line.strip(): continue
+        parts = line.split('\t')
+        if len(parts) < 2: raise ValueError(f"{ann}, line {i}: {line!r} (expected filename<TAB>wnid<TAB>boxes)")
+        rows.append((root/'val'/'images'/parts[0].strip(), parts[1].strip()))
+    return rows
+
+
+def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, max_per_class=None):
+    """Item lists of `n_classes` classes (the first ones of wnids.txt, or the explicit `wnids`).
+
+    train/valid: seeded stratified split of ``train/`` (`valid_pct` of each class to valid).
+    test: the official ``val/`` split, because the official test split has no labels.
+    `max_per_class` caps the images per class (train, before the split, and test): the quick profile.
+    Images are not opened here; unreadable files fail in `TinyImageNetDataset` / the DataLoaders, naming the file."""
+    root = Path(root)
+    if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder (expected Tiny ImageNet: wnids.txt, "
+                                                  f"words.txt, train/, val/)")
+    listed = read_wnids(root)
+    if wnids is None:
+        if n_classes > len(listed):
+            raise ValueError(f"{root/'wnids.txt'} lists {len(listed)} classes, {n_classes} were asked for")
+        wnids = listed[:n_classes]
+    wnids = list(wnids)
+    unknown = [w for w in wnids if w not in listed]
+    if unknown: raise ValueError(f"unknown wnids {unknown}: not in {root/'wnids.txt'}")
+    if len(set(wnids)) < len(wnids): raise ValueError(f"wnids {wnids}: each class may appear only once")
+    cap = slice(max_per_class)
+    train, valid = [], []
+    for label, wnid in enumerate(wnids):
+        files = _class_images(root, wnid)[cap]
+        # A class's split depends only on (seed, wnid), not on which other classes were picked.
+        v = set(valid_idxs(len(files), valid_pct, np.random.default_rng([seed, zlib.crc32(wnid.encode())])))
+        for i, f in enumerate(files): (valid if i in v else train).append((f, label))
+    label_of, per_class = {w: i for i, w in enumerate(wnids)}, {w: 0 for w in wnids}
+    test = []
+    for path, wnid in _read_annotations(root):
+        if wnid not in label_of or (max_per_class is not None and per_class[wnid] >= max_per_class): continue
+        per_class[wnid] += 1
+        test.append((path, label_of[wnid]))
+    missing = [str(p) for p, _ in test if not p.exists()]
+    if missing: raise FileNotFoundError(f"{len(missing)} test images named in {root/'val'/'val_annotations.txt'} "
+                                        f"are missing, e.g. {missing[:5]}")
+    notes = (f"test = official val (the official test split has no labels); train/valid = stratified split of "
+             f"official train, valid_pct={valid_pct}, seed={seed}")
+    return TinySplits(root, wnids, class_names(wnids, read_words(root)), train, valid, test, notes)
+
+
+class TinyImageNetDataset(torch.utils.data.Dataset):
+    "`(image, label)` pairs from `(path, label_index)` items; images are RGB (some originals are grayscale)."
+    def __init__(self, items, classes, transform=None):
+        self.items, self.classes = list(items), list(classes)
+        self.transform = transform or ToTensor()
+        bad = [(str(p), y) for p, y in self.items if not 0 <= y < len(self.classes)]
+        if bad: raise ValueError(f"labels outside 0..{len(self.classes) - 1}: {bad[:5]}")
+
+    @classmethod
+    def from_folder(cls, root, split='train', transform=None, **load_kwargs):
+        "The `split` ('train', 'valid' or 'test') of `load_tiny_imagenet(root, **load_kwargs)`."
+        if split not in ('train', 'valid', 'test'):
+            raise ValueError(f"split={split!r}: expected 'train', 'valid' or 'test'")
+        splits = load_tiny_imagenet(root, **load_kwargs)
+        return cls(getattr(splits, split), splits.names, transform)
+
+    def __len__(self): return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        try:
+            with Image.open(path) as im: img = im.convert('RGB')
+        except OSError as e: raise OSError(f"{path}: cannot read the image ({e})") from e
+        return self.transform(img), label
+
+
+class ClassName(ItemTransform):
+    "`(path, label_index)` item -> its class name."
+    def __init__(self, names): super().__init__(); self.names = names
+    def encodes(self, item): return self.names[item[1]]
+
+
+def tiny_imagenet_dls(splits, size=64, bs=128, augment=True, device=None, num_workers=0):
+    """fastai DataLoaders over `splits.train` + `splits.valid` (the same items as `TinyImageNetDataset`).
+
+    Images are resized to `size` (bilinear: 64 -> 128 for T3.1 upsamples the 64 px originals; at 64 they are left
+    unchanged). `augment`: horizontal flips, rotation <= 10 deg and zoom <= 1.1 (a light crop) on 3/4 of the images,
+    brightness/contrast on half of them; then ImageNet normalisation (the only batch transform otherwise)."""
+    aug = aug_transforms(size=size, max_rotate=10, max_zoom=1.1, max_warp=0, p_lighting=0.5) if augment else []
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=splits.names, sort=False)),
+                      get_x=ItemGetter(0), get_y=ClassName(splits.names),
+                      splitter=IndexSplitter(range(len(splits.train), len(splits.train) + len(splits.valid))),
+                      item_tfms=Resize(size, method=ResizeMethod.Squish),
+                      batch_tfms=[*aug, Normalize.from_stats(*imagenet_stats)])
+    # The train loader drops its last partial batch: a batch larger than the train set would leave it empty.
+    return block.dataloaders(splits.train + splits.valid, bs=min(bs, len(splits.train)), device=device,
+                             num_workers=num_workers)
+
+
+def test_dl(dls, splits):
+    "A labelled DataLoader over the test set (official val), with the transforms of `dls`."
+    return dls.test_dl(splits.test, with_labels=True)
+
+
+test_dl.__test__ = False  # pytest would collect an imported `test_dl` as a test
