@@ -30,7 +30,6 @@ def probe(depth, seeds, batch, init='default', gain=1.0, images=None):
         g = torch.Generator().manual_seed(10_000 + seed)
         x = images if images is not None else torch.randn(batch, 3, model.input_size, model.input_size, generator=g)
         target = torch.randn(len(x), 64, 8, 8, generator=g)
-        assert model(x).shape == (len(x), 64, 8, 8)
         runs.append(backward_probe(model, x, target))
     return runs
 

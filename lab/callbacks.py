@@ -1,0 +1,311 @@
+"""Cheap fastai callbacks that record per-layer gradient, weight and activation statistics, and their plots.
+
+Both callbacks are meant to ride along every training run: they record only every `every`-th training batch,
+reduce each layer's tensors to a few numbers *on the device* (no per-batch copy or `.item()` sync), move them
+to the CPU in one transfer per `flush_every` records, and keep at most `max_records` records. When that cap
+is reached, every other record is dropped and the recording stride doubles, so the history always spans the
+whole of training at an even spacing and memory stays bounded however long the run is.
+
+Steps count training batches seen by the callback, across successive `fit` calls (so a freeze/unfreeze
+`fine_tune` gives one continuous history); `reset()` starts over.
+"""
+import math
+from pathlib import Path
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from fastai.callback.core import Callback
+from fastai.callback.hook import Hooks
+
+__all__ = ['WEIGHTED_TYPES', 'ACTIVATION_TYPES', 'resolve_modules', 'GradientStats', 'ActivationStatsLite',
+           'backward_probe', 'plot_layer_profiles', 'plot_layer_norms', 'plot_norms_over_steps', 'plot_activation_stats']
+
+WEIGHTED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
+ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish)
+
+
+def resolve_modules(model, modules=None, default_types=WEIGHTED_TYPES):
+    "`(name, module)` pairs for `modules` (modules or dotted names; None: every weighted layer of `default_types`)."
+    if modules is None: return [(n, m) for n, m in model.named_modules() if isinstance(m, default_types)]
+    named = dict(model.named_modules())
+    names = {id(m): n for n, m in named.items()}
+    out = []
+    for m in modules:
+        if isinstance(m, str):
+            if m not in named: raise KeyError(f"the model has no module named {m!r}")
+            out.append((m, named[m]))
+        elif id(m) in names: out.append((names[id(m)], m))
+        else: raise ValueError(f"{type(m).__name__} module is not part of the model")
+    return out
+
+
+class _Recorder(Callback):
+    "Bounded, thinned storage of per-step rows of per-module statistics (the shared half of both callbacks)."
+    stat_names = ()
+
+    def __init__(self, modules=None, every=1, max_records=1000, flush_every=32):
+        if every < 1 or max_records < 2: raise ValueError("need every >= 1 and max_records >= 2")
+        self.modules, self.every, self.max_records, self.flush_every = modules, every, max_records, flush_every
+        self.reset()
+
+    def reset(self):
+        "Forget every record (the modules are resolved again at the next fit)."
+        self.names, self._mods, self._seen, self.stride = None, None, 0, self.every
+        self._pending, self._steps, self._rows = [], [], []
+
+    def _resolve(self, model):
+        if self._mods is None:
+            pairs = resolve_modules(model, self.modules, self.default_types)
+            self.names, self._mods = [n for n, _ in pairs], [m for _, m in pairs]
+
+    def _due(self): return self._seen % self.stride == 0
+
+    def _push(self, step, row):
+        "Queue one `(n_modules, n_stats)` device tensor; copy the queue to the CPU in one go when it is long."
+        self._pending.append((step, row))
+        if len(self._pending) >= self.flush_every: self._flush()
+
+    def _flush(self):
+        if not self._pending: return
+        steps, rows = zip(*self._pending)
+        self._pending = []
+        block = torch.stack(rows).float().cpu().numpy()
+        self._steps.extend(steps); self._rows.extend(block)
+        while len(self._steps) > self.max_records:   # thin: keep the even-spaced half, record half as often
+            self.stride *= 2
+            keep = [i for i, s in enumerate(self._steps) if s % self.stride == 0]
+            self._steps = [self._steps[i] for i in keep]; self._rows = [self._rows[i] for i in keep]
+
+    def after_batch(self):
+        if self.training: self._seen += 1
+
+    def after_epoch(self): self._flush()
+    def after_fit(self): self._flush()
+
+    @property
+    def steps(self):
+        "Training-batch index of each record."
+        self._flush(); return np.asarray(self._steps, dtype=np.int64)
+
+    def _stat(self, name):
+        self._flush()
+        k = self.stat_names.index(name)
+        if not self._rows: return np.zeros((0, len(self.names or ())))
+        return np.stack(self._rows)[:, :, k]
+
+    def to_frame(self):
+        "Long table: one row per (step, module) with every statistic; ready for `to_csv`."
+        self._flush()
+        data = {'step': np.repeat(self.steps, len(self.names or ())), 'layer': list(self.names or ()) * len(self._steps)}
+        return pd.DataFrame({**data, **{s: self._stat(s).ravel() for s in self.stat_names}})
+
+    def to_dict(self):
+        "JSON-ready `{names, steps, <stat>: steps x layers lists}`."
+        return {'names': list(self.names or ()), 'steps': self.steps.tolist(),
+                **{s: self._stat(s).tolist() for s in self.stat_names}}
+
+
+class GradientStats(_Recorder):
+    """Record, after `backward`, each layer's weight-gradient L2 norm, mean |grad| and weight L2 norm.
+
+    `modules`: modules or dotted names (default: every Conv/Linear). Gradients are read from `weight.grad` in
+    `after_backward`, before any clipping or optimiser step; under fastai's fp16 `MixedPrecision` they are
+    divided by the loss scale. A layer without a gradient (frozen) records NaN. Arrays are `steps x layers`.
+    For a single backward pass outside a Learner use `GradientStats.snapshot(model)`.
+    """
+    order = 15   # after MixedPrecision (10) has set up its scaler
+    run_valid = False
+    stat_names = ('grad_norm', 'grad_mean_abs', 'weight_norm')
+    default_types = WEIGHTED_TYPES
+
+    def before_fit(self): self._resolve(self.learn.model)
+
+    def after_backward(self):
+        if not self._due(): return
+        scaler = getattr(self.learn, 'scaler', None)
+        scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+        self._push(self._seen, self._measure(scale))
+
+    @torch.no_grad()
+    def _measure(self, scale=1.0):
+        "One `(layers, 3)` device tensor: grad L2 norm, grad mean |g|, weight L2 norm."
+        rows = []
+        for m in self._mods:
+            w, g = m.weight, m.weight.grad
+            if g is None: gn = gm = torch.tensor(math.nan, device=w.device)
+            else:
+                g = g.float() / scale   # vector norms: one pass, no temporary |g| tensor
+                gn, gm = torch.linalg.vector_norm(g), torch.linalg.vector_norm(g, 1) / g.numel()
+            rows.append(torch.stack([gn, gm, torch.linalg.vector_norm(w.float())]))
+        return torch.stack(rows)
+
+    @classmethod
+    def snapshot(cls, model, modules=None):
+        "The statistics of the gradients currently held by `model` (call after one `loss.backward()`), as one record."
+        stats = cls(modules=modules)
+        stats._resolve(model)
+        stats._push(0, stats._measure())
+        return stats
+
+    @property
+    def grad_norms(self): "Weight-gradient L2 norms, steps x layers."; return self._stat('grad_norm')
+    @property
+    def grad_mean_abs(self): "Mean |weight gradient|, steps x layers."; return self._stat('grad_mean_abs')
+    @property
+    def weight_norms(self): "Weight L2 norms (before the step), steps x layers."; return self._stat('weight_norm')
+
+
+class ActivationStatsLite(_Recorder):
+    """Lean `ActivationStats`: per-module output mean, std and dead fraction (share of values <= 0).
+
+    Forward hooks on `modules` (modules or dotted names; default: every activation module, else every
+    Conv/Linear) compute on the device, on training batches only, every `every`-th batch; a module called
+    several times in one forward keeps its last call. Unlike fastai's `ActivationStats` (one `.item()` per
+    module per batch, and a list that grows with every batch) the cost and memory are bounded.
+    """
+    order = -20
+    run_valid = False
+    stat_names = ('mean', 'std', 'dead')
+    default_types = ACTIVATION_TYPES
+
+    def before_fit(self):
+        self._resolve(self.learn.model)
+        if not self._mods:   # a model without activation modules (functional F.relu): watch its weighted layers
+            self.default_types = WEIGHTED_TYPES; self._mods = None; self._resolve(self.learn.model)
+        self._remove()
+        self.hooks, self._active = Hooks(self._mods, self._hook, is_forward=True, detach=True, cpu=False), False
+
+    def _hook(self, module, inp, out):
+        if not self._active or not isinstance(out, torch.Tensor): return None
+        o = out.float()
+        std, mean = torch.std_mean(o)
+        return torch.stack([mean, std, (o <= 0).sum() / o.numel()])
+
+    def before_batch(self):
+        self._active = self.training and self._due()
+        if self._active:
+            for h in self.hooks: h.stored = None
+
+    def after_batch(self):
+        if self._active:
+            nan = torch.full((3,), math.nan, device=next(self.learn.model.parameters()).device)
+            self._push(self._seen, torch.stack([nan if h.stored is None else h.stored for h in self.hooks]))
+        self._active = False
+        super().after_batch()
+
+    def _remove(self):
+        if getattr(self, 'hooks', None) is not None: self.hooks.remove(); self.hooks = None
+
+    def after_fit(self):
+        self._remove(); super().after_fit()
+
+    @property
+    def means(self): "Output means, steps x modules."; return self._stat('mean')
+    @property
+    def stds(self): "Output stds, steps x modules."; return self._stat('std')
+    @property
+    def dead(self): "Share of outputs <= 0, steps x modules."; return self._stat('dead')
+
+
+# ---- plots (matplotlib Agg, one PNG each) ----
+
+def _save(fig, path):
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+    return Path(path)
+
+
+_STYLES = ('-', '--', '-.', ':')
+
+
+def plot_layer_profiles(panels, path, names=None, xlabel='layer (input -> output)', log=True, title=None):
+    """Per-layer line plots: `panels` maps a panel title to `{label: values per layer}`; one PNG at `path`.
+
+    Lines of different lengths (nets of different depth) share the x axis as layer indices 1..L. With `log`, a
+    panel whose positive values span more than a decade gets a log y axis (a narrower range stays linear).
+    """
+    fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, (panel, lines) in zip(axs[0], panels.items()):
+        for k, (label, values) in enumerate(lines.items()):   # varied dashes keep coinciding lines visible
+            ax.plot(np.arange(1, len(values) + 1), values, marker='o', ms=3, label=label, ls=_STYLES[k % len(_STYLES)])
+        values = np.concatenate([np.asarray(v, dtype=float) for v in lines.values()])
+        if log and np.nanmin(values) > 0 and np.nanmax(values) > 10 * np.nanmin(values): ax.set_yscale('log')
+        ax.set(title=panel, xlabel=xlabel); ax.grid(alpha=.3, which='both')
+        if names is not None and len(names) <= 24:
+            ax.set_xticks(np.arange(1, len(names) + 1), names, rotation=60, ha='right', fontsize=7)
+        if len(lines) > 1: ax.legend(fontsize=7)
+    if title: fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_layer_norms(grad_stats, path, step=-1, title=None):
+    "Weight-gradient norms (L2 and mean |g|) and weight norms per layer at record `step` (default: the last); log y axes."
+    i = step if step < 0 else list(grad_stats.steps).index(step)
+    return plot_layer_profiles(
+        {'weight-gradient norm': {'L2 norm': grad_stats.grad_norms[i], 'mean |grad|': grad_stats.grad_mean_abs[i]},
+         'weight L2 norm': {'L2 norm': grad_stats.weight_norms[i]}},
+        path, names=grad_stats.names, title=title or f'per-layer norms at step {grad_stats.steps[i]}')
+
+
+def _pick(names, layers, max_lines=8):
+    "Indices of the layers to draw: the given ones, else at most `max_lines` spread from first to last."
+    if layers is not None: return [names.index(l) if isinstance(l, str) else l for l in layers]
+    return sorted(set(np.linspace(0, len(names) - 1, min(max_lines, len(names))).round().astype(int)))
+
+
+def _plot_over_steps(stats, panels, path, layers, logs, title):
+    idx = _pick(stats.names, layers)
+    fig, axs = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (panel, values), log in zip(axs[0], panels.items(), logs):
+        for i in idx: ax.plot(stats.steps, values[:, i], label=stats.names[i])
+        if log: ax.set_yscale('log')
+        ax.set(title=panel, xlabel='training batch'); ax.grid(alpha=.3)
+    axs[0, -1].legend(fontsize=7)
+    if title: fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_norms_over_steps(grad_stats, path, layers=None, title=None):
+    "Weight-gradient L2 norm and weight L2 norm vs training batch for `layers` (default: up to 8 spread over depth)."
+    return _plot_over_steps(grad_stats, {'weight-gradient L2 norm': grad_stats.grad_norms,
+                                         'weight L2 norm': grad_stats.weight_norms}, path, layers, (True, True), title)
+
+
+def plot_activation_stats(act_stats, path, modules=None, title=None):
+    "Activation mean, std and dead fraction vs training batch for `modules` (default: up to 8 spread over depth)."
+    return _plot_over_steps(act_stats, {'mean': act_stats.means, 'std': act_stats.stds, 'share <= 0': act_stats.dead},
+                            path, modules, (False, True, False), title)
+
+
+def backward_probe(model, x, target=None, loss_func=None, modules=None):
+    """One forward and one `backward()` of `model` on `x`: its `GradientStats` snapshot and a per-layer frame.
+
+    The frame adds, per weighted layer, the RMS of the layer's input (forward signal) and of the loss gradient
+    at its output (backward signal), whose product sets the size of the weight gradient. `target` defaults to
+    a standard normal tensor shaped like the output and `loss_func` to the mean squared error.
+    """
+    pairs = resolve_modules(model, modules)
+    signal = {n: {} for n, _ in pairs}
+    rms = lambda t: (torch.linalg.vector_norm(t.detach().float()) / math.sqrt(t.numel())).item()
+    def hook(name):
+        def fwd(m, inp, out):
+            signal[name]['input_rms'] = rms(inp[0])
+            out.register_hook(lambda g: signal[name].__setitem__('out_grad_rms', rms(g)))
+        return fwd
+    handles = [m.register_forward_hook(hook(n)) for n, m in pairs]
+    try:
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        if target is None: target = torch.randn_like(out)
+        (loss_func or nn.functional.mse_loss)(out, target).backward()
+    finally:
+        for h in handles: h.remove()
+    stats = GradientStats.snapshot(model, [m for _, m in pairs])
+    frame = stats.to_frame().drop(columns='step')
+    frame['input_rms'] = [signal[n].get('input_rms', math.nan) for n in stats.names]
+    frame['out_grad_rms'] = [signal[n].get('out_grad_rms', math.nan) for n in stats.names]
+    return stats, frame
