@@ -7,9 +7,12 @@ the initialisation and the batch order, and every variant is judged on the same 
 """
 from pathlib import Path
 
+import numpy as np
+
 from fastai.torch_core import set_seed
 
 from arch.resnet import ResNet, resnet_splitter
+from .callbacks import ActivationStatsLite, GradientStats, plot_activation_stats, plot_layer_profiles, plot_norms_over_steps
 from .profile import pick_profile
 from .report import compare, mean_std, plot_overlay, write_table
 from .runs import latest_stage_summary, parse_seeds, stage_dir, write_json
@@ -34,6 +37,32 @@ def blocks_variants(base):
 def activation_variants(base):
     "Stage 3.3's variants: A-D = ReLU, LeakyReLU, ELU, GELU on `base`."
     return {label: dict(base, act=act) for label, act in zip('ABCD', ('relu', 'leakyrelu', 'elu', 'gelu'))}
+
+
+STAT_COLUMNS = ('dead_share', 'act_std_last', 'grad_first_over_last')
+
+
+def save_stats(grad_stats, act_stats, run_dir, title):
+    """Write a run's statistics (CSV and PNG) and return their summary: mean dead share, last-layer activation std,
+    and the ratio of the first to the last layer's weight-gradient norm, each averaged over training."""
+    run_dir = Path(run_dir)
+    grad_stats.to_frame().to_csv(run_dir / 'gradient_stats.csv', index=False)
+    act_stats.to_frame().to_csv(run_dir / 'activation_stats.csv', index=False)
+    plot_norms_over_steps(grad_stats, run_dir / 'gradient_norms.png', title=f'{title}: gradients over training')
+    plot_activation_stats(act_stats, run_dir / 'activation_stats.png', title=f'{title}: activations over training')
+    g = grad_stats.grad_norms.mean(0)
+    return dict(dead_share=float(np.nanmean(act_stats.dead)), act_std_last=float(np.nanmean(act_stats.stds[:, -1])),
+                grad_first_over_last=float(g[0] / g[-1]))
+
+
+def plot_stats_side_by_side(recorded, path):
+    "Per-layer activation mean, std, dead share (averaged over training) and weight-gradient norm, one line per variant."
+    def per_layer(stat): return {k: np.nanmean(stat(cbs), axis=0) for k, cbs in recorded.items()}
+    return plot_layer_profiles({'activation mean': per_layer(lambda c: c[1].means),
+                                'activation std': per_layer(lambda c: c[1].stds),
+                                'share of activations <= 0': per_layer(lambda c: c[1].dead),
+                                'weight-gradient L2 norm': per_layer(lambda c: c[0].grad_norms)},
+                               path, title='per layer, averaged over training (first seed)')
 
 
 def setup(data, quick, full, seeds, epochs=None, epochs_key='epochs'):
@@ -106,24 +135,29 @@ def train_variant(name, cfg, dls, folder, seed, epochs, profile, source, lr=1e-3
     return learn, summary
 
 
-def run_resnet_stage(stage, variants, *, out, data, profile, seeds, epochs, title, chosen_from=None, stats=None):
+def run_resnet_stage(stage, variants, *, out, data, profile, seeds, epochs, title, chosen_from=None, stats=False):
     """Train every variant (name -> ResNet kwargs) for every seed, write the stage's table, plots and summary.
 
-    `stats`: optional `lab.callbacks`-style factory, called per run as `stats(model) -> (cbs, save(run_dir))`.
+    `stats`: record per-layer gradient and activation statistics of every run (`lab.callbacks`), save them
+    per run, add their summary columns to the table and draw the variants side by side.
     Returns the stage summary (also written as summary.json), whose `best_config` the next stage reads.
     """
     with stage_dir(out, stage) as folder:
         splits, dls, source = tiny_imagenet_data(data, profile)
-        rows, histories = [], {}
+        rows, histories, recorded = [], {}, {}
+        every = max(1, len(dls.train) * epochs // 100)  # about 100 records per run, whatever its length
         for name, cfg in variants.items():
             runs = []
             for seed in seeds:
-                cbs, save = stats(None) if stats else ((), None)
+                cbs = [GradientStats(every=every), ActivationStatsLite(every=every)] if stats else []
                 learn, summary = train_variant(name, cfg, dls, folder, seed, epochs, profile, source, cbs=cbs)
-                if save: save(learn, folder / f'{name}-seed{seed}')
+                if stats: summary.update(save_stats(*cbs, folder / f'{name}-seed{seed}', title=f'{name} ({cfg["act"]})'))
                 runs.append(summary)
                 histories[name if len(seeds) == 1 else f'{name} s{seed}'] = load_history(folder / f'{name}-seed{seed}')
+                if stats and seed == seeds[0]: recorded[f"{name}: {cfg['act']}"] = cbs
             rows.append(aggregate_runs(name, cfg, runs))
+            if stats: rows[-1].update({k: mean_std([r[k] for r in runs])[0] for k in STAT_COLUMNS})
+        if stats: plot_stats_side_by_side(recorded, folder / 'statistics_side_by_side.png')
         for col in ('valid_accuracy', 'train_accuracy', 'valid_loss', 'train_loss'):
             plot_overlay(histories, col, folder / f'{col}.png', title=f'{title}: {col}')
         verdict = compare(rows, 'valid_acc')
