@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from fastai.interpret import ClassificationInterpretation
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .report import write_table
 
@@ -41,15 +41,15 @@ def test_report(learn, dl, names, folder, seed=0):
     """Evaluate `learn` on the labelled `dl`; write per_class.md/csv, confusion_matrix.png/csv,
     show_results.png and test_samples.png into `folder`; return dict(test_acc, macro_f1, n)."""
     folder = Path(folder)
-    interp = ClassificationInterpretation.from_learner(learn, dl=dl)
-    predictions, targets = interp.decoded.numpy(), interp.targs.numpy()
+    _, targets, predictions = learn.get_preds(dl=dl, with_decoded=True)
+    predictions, targets = predictions.numpy(), targets.numpy()
     acc = float((predictions == targets).mean())
     table = per_class_table(targets, predictions, names)
     write_table(table, folder, 'per_class', title=f'Test set: accuracy {acc:.2%} on {len(targets)} images')
-    cm = interp.confusion_matrix()
+    cm = confusion_matrix(targets, predictions, labels=range(len(names)))
     pd.DataFrame(cm, index=[f'true {n}' for n in names], columns=[f'pred {n}' for n in names]).to_csv(
         folder / 'confusion_matrix.csv')
-    interp.plot_confusion_matrix(figsize=(8, 8), title=f'Confusion matrix (test, acc {acc:.1%})')
+    ClassificationInterpretation.from_learner(learn, dl=dl).plot_confusion_matrix(figsize=(8, 8), title=f'Confusion matrix (test, acc {acc:.1%})')
     plt.gcf().savefig(folder / 'confusion_matrix.png', dpi=110, bbox_inches='tight'); plt.close('all')
     learn.show_results(dl=dl, max_n=9)
     plt.gcf().savefig(folder / 'show_results.png', dpi=110, bbox_inches='tight'); plt.close('all')

@@ -8,7 +8,7 @@ __all__ = ['PROFILES', 'pick_profile', 'default_device']
 # as many test images, so every script runs end to end on a 2-core CPU in seconds to minutes.
 PROFILES = {
     'full': dict(max_per_class=None, epochs=25, final_epochs=35, bs=128, seg_epochs=30, seg_bs=16, moon_items=None),
-    'quick': dict(max_per_class=20, epochs=2, final_epochs=2, bs=32, seg_epochs=2, seg_bs=4, moon_items=12),
+    'quick': dict(max_per_class=20, epochs=2, final_epochs=2, bs=32, seg_epochs=2, seg_bs=4, moon_items=20),
 }
 
 

@@ -7,21 +7,19 @@ cross-entropy, 25 epochs (20-30 in the spec). Writes accuracy/loss plots, the pa
 `print(model)` (model.txt) under results/stage2_baseline/<timestamp>/.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse
 
-from lab.stages import BASELINE, run_resnet_stage, setup
+from lab.cli import training_script
+from lab.stages import BASELINE, run_resnet_stage
 
 
-@call_parse
-def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
-         out: str = 'results',  # results folder
-         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
-         full: bool = False,  # full profile even without a GPU
-         epochs: int = None,  # epochs (default: the profile's)
-         seeds: str = '1'):  # seeds: a count (2) or a list (0,1)
-    profile, seeds, epochs = setup(data, quick, full, seeds, epochs)
+def run(data, out, profile, seeds, epochs):
+    "Train the baseline and report its curves, size and architecture."
     summary = run_resnet_stage('stage2_baseline', {'baseline': BASELINE}, out=out, data=data, profile=profile,
                                seeds=seeds, epochs=epochs, title='Stage 2: baseline ResNet')
     row = summary['rows'][0]
     print(f"baseline: {row['params_M']}M parameters, best valid accuracy {row['valid_acc']:.1%} "
           f"at epoch {row['best_epoch']:.0f}; architecture in model.txt")
+
+
+main = training_script(run)
+if __name__ == '__main__': main()

@@ -9,22 +9,20 @@ and the table adds their summary (dead share, last-layer activation std, first/l
 so the verdict comes with the reason behind it.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse
 
-from lab.stages import BASELINE, activation_variants, previous_choice, run_resnet_stage, setup
+from lab.cli import training_script
+from lab.stages import BASELINE, activation_variants, previous_choice, run_resnet_stage
 
 
-@call_parse
-def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
-         out: str = 'results',  # results folder
-         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
-         full: bool = False,  # full profile even without a GPU
-         epochs: int = None,  # epochs (default: the profile's)
-         seeds: str = '1'):  # seeds: a count (2) or a list (0,1)
-    profile, seeds, epochs = setup(data, quick, full, seeds, epochs)
+def run(data, out, profile, seeds, epochs):
+    "Train the four activations on the configuration chosen by stage 3.2, with statistics."
     base, reason = previous_choice(out, 'stage3_2_blocks', BASELINE)
     summary = run_resnet_stage('stage3_3_activations', activation_variants(base), out=out, data=data, profile=profile,
                                seeds=seeds, epochs=epochs, title='Stage 3.3: activations', chosen_from=reason, stats=True)
     for r in summary['rows']:
         print(f"{r['name']} {r['config'].split('act=')[1]}: valid {r['valid_acc']:.1%}, share <= 0 {r['dead_share']:.2f}, "
               f"first/last gradient norm {r['grad_first_over_last']:.3g}")
+
+
+main = training_script(run)
+if __name__ == '__main__': main()

@@ -8,28 +8,19 @@ accuracy is reloaded and evaluated on the test set (the official val split): acc
 precision/recall/F1, confusion matrix (PNG and CSV), `learn.show_results` and 10 random test images.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse
-from fastai.losses import LabelSmoothingCrossEntropyFlat
 
 from data.tiny_imagenet import test_dl
 from lab.evaluate import test_report
 from lab.report import mean_std
+from lab.cli import training_script
 from lab.runs import latest_stage_summary, stage_dir, write_json
-from lab.stages import (BASELINE, aggregate_runs, experiments_table, previous_choice, setup,
+from lab.stages import (BASELINE, FINAL_RECIPE, aggregate_runs, experiments_table, previous_choice,
                         tiny_imagenet_data, train_variant)
 
-RECIPE = dict(opt='adamw', lr=3e-3, wd=0.05, schedule='one_cycle')
-LABEL_SMOOTHING = 0.1
 
 
-@call_parse
-def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
-         out: str = 'results',  # results folder
-         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
-         full: bool = False,  # full profile even without a GPU
-         epochs: int = None,  # epochs (default: the profile's final_epochs)
-         seeds: str = '1'):  # seeds: a count (2) or a list (0,1)
-    profile, seeds, epochs = setup(data, quick, full, seeds, epochs, epochs_key='final_epochs')
+def run(data, out, profile, seeds, epochs):
+    "Train the final model, test it and write the table of all experiments."
     for stage in ('stage3_1_channels', 'stage3_2_blocks'):
         s = latest_stage_summary(out, stage)
         print(f"{stage}: {s['conclusion'] if s else 'not run; its default stands'}")
@@ -38,8 +29,7 @@ def main(data: str = None,  # Tiny ImageNet folder (default: known places, else 
         splits, dls, source = tiny_imagenet_data(data, profile, augment=True)
         runs = []
         for seed in seeds:
-            learn, summary = train_variant('final', cfg, dls, folder, seed, epochs, profile, source,
-                                           loss_func=LabelSmoothingCrossEntropyFlat(eps=LABEL_SMOOTHING), **RECIPE)
+            learn, summary = train_variant('final', cfg, dls, folder, seed, epochs, profile, source, **FINAL_RECIPE)
             learn.load('model')  # the best epoch by valid accuracy (T2.11)
             summary.update(test_report(learn, test_dl(dls, splits), splits.names, learn.path, seed=seed))
             write_json(learn.path / 'summary.json', summary)
@@ -47,10 +37,14 @@ def main(data: str = None,  # Tiny ImageNet folder (default: known places, else 
         row = aggregate_runs('final', cfg, runs)
         row['test_acc'], row['test_acc_std'] = mean_std([r['test_acc'] for r in runs])
         summary = dict(stage='stage4_final', best='final', best_config=cfg, rows=[row], chosen_from=reason,
-                       recipe=dict(RECIPE, label_smoothing=LABEL_SMOOTHING), data_source=source,
+                       recipe=FINAL_RECIPE, data_source=source,
                        profile=profile['name'], seeds=seeds, epochs=epochs,
                        conclusion=f"test accuracy {row['test_acc']:.2%} +- {row['test_acc_std']:.2%} over {len(seeds)} seed(s)")
         write_json(folder / 'summary.json', summary)
         experiments_table(out, folder, current=summary)
         print(f"final {cfg}: {row['params_M']}M parameters, valid {row['valid_acc']:.2%}, {summary['conclusion']} "
               f"(test = official val split, {runs[0]['n']} images, data: {source})")
+
+
+main = training_script(run, epochs_key='final_epochs')
+if __name__ == '__main__': main()

@@ -11,34 +11,30 @@ Recipe: AdamW one-cycle, max lr 3e-3, weight decay 0.05, label smoothing 0.1. Wr
 curves, final valid metrics and the best checkpoint (model.pth) under results/task3_classifier128/.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse
-from fastai.losses import LabelSmoothingCrossEntropyFlat
 
+from lab.cli import training_script
 from lab.runs import stage_dir, write_json
-from lab.stages import aggregate_runs, setup, tiny_imagenet_data, train_variant
+from lab.stages import FINAL_RECIPE, aggregate_runs, tiny_imagenet_data, train_variant
 
 CLASSIFIER_128 = dict(channels=(32, 64, 128, 256), blocks=(2, 2, 2, 2), act='relu', stem='3x3s2')
-RECIPE = dict(opt='adamw', lr=3e-3, wd=0.05, schedule='one_cycle')
 
 
-@call_parse
-def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
-         out: str = 'results',  # results folder
-         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
-         full: bool = False,  # full profile even without a GPU
-         epochs: int = None,  # epochs (default: the profile's final_epochs)
-         seeds: str = '1'):  # seeds: a count (2) or a list (0,1)
-    profile, seeds, epochs = setup(data, quick, full, seeds, epochs, epochs_key='final_epochs')
+def run(data, out, profile, seeds, epochs):
+    "Train the 128 px classifier and keep its best checkpoint."
     with stage_dir(out, 'task3_classifier128') as folder:
         splits, dls, source = tiny_imagenet_data(data, profile, size=128, augment=True)
         runs = [train_variant('classifier128', CLASSIFIER_128, dls, folder, seed, epochs, profile, source,
-                              loss_func=LabelSmoothingCrossEntropyFlat(eps=0.1), **RECIPE)[1] for seed in seeds]
+                              **FINAL_RECIPE)[1] for seed in seeds]
         row = aggregate_runs('classifier128', CLASSIFIER_128, runs)
         best_run = max(runs, key=lambda r: r['best']['valid_accuracy'])
         write_json(folder / 'summary.json', dict(
             stage='task3_classifier128', best='classifier128', best_config=CLASSIFIER_128, rows=[row],
-            checkpoint=f"{best_run['run']}/model.pth", image_size=128, recipe=RECIPE, data_source=source,
+            checkpoint=f"{best_run['run']}/model.pth", image_size=128, recipe=FINAL_RECIPE, data_source=source,
             profile=profile['name'], seeds=seeds, epochs=epochs, classes=splits.names,
             conclusion=f"valid accuracy {row['valid_acc']:.2%} +- {row['valid_acc_std']:.2%} at 128 px"))
     print(f"128 px classifier: {row['params_M']}M parameters, best valid accuracy {row['valid_acc']:.2%} "
           f"(+- {row['valid_acc_std']:.2%}, {len(seeds)} seed(s)), checkpoint of seed {best_run['seed']} kept")
+
+
+main = training_script(run, epochs_key='final_epochs')
+if __name__ == '__main__': main()
