@@ -1,0 +1,76 @@
+"End to end: the Task 2 and Task 3 scripts on small generated data, one epoch, through their command lines."
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from arch.resnet import ResNet
+from lab.runs import latest_stage_summary, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script, *args):
+    res = subprocess.run([sys.executable, str(ROOT / 'scripts' / script), *args], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])
+    return res.stdout
+
+
+def test_baseline_then_final_with_test_report(synthetic_tiny, tmp_path):
+    out = str(tmp_path)
+    run_script('stage2_baseline.py', '--data', str(synthetic_tiny), '--out', out, '--quick', '--epochs', '1')
+    base = latest_stage_summary(out, 'stage2_baseline')
+    assert base['data_source'] == 'synthetic' and base['best_config']['channels'] == [32, 64, 128, 256]
+    run_dir = Path(base['path']) / 'baseline-seed0'
+    assert len(pd.read_csv(run_dir / 'metrics.csv')) == 1 and (run_dir / 'model.pth').exists()
+
+    printed = run_script('stage4_final.py', '--data', str(synthetic_tiny), '--out', out, '--quick', '--epochs', '1')
+    assert 'no finished stage3_3_activations run' in printed  # run alone, it says it falls back to the default
+    final = latest_stage_summary(out, 'stage4_final')
+    folder = Path(final['path'])
+    per_class = pd.read_csv(folder / 'final-seed0' / 'per_class.csv')
+    assert len(per_class) == 11 and per_class['support'].iloc[-1] == 50  # 10 classes x 5 test images, + macro avg
+    cm = pd.read_csv(folder / 'final-seed0' / 'confusion_matrix.csv', index_col=0)
+    run = json.loads((folder / 'final-seed0' / 'summary.json').read_text())
+    assert cm.values.sum() == 50 and run['test_acc'] == pytest.approx(cm.values.trace() / 50)
+    for png in ('confusion_matrix.png', 'show_results.png', 'test_samples.png', 'accuracy.png', 'loss.png'):
+        assert (folder / 'final-seed0' / png).is_file()
+    table = pd.read_csv(folder / 'experiments.csv')
+    assert list(table['variant']) == ['Baseline', 'Final'] and table['test_acc'].iloc[-1] == pytest.approx(run['test_acc'])
+
+
+def test_unet_and_backbone_variants(synthetic_moon, tmp_path):
+    out = str(tmp_path)
+    # A small stand-in for the 128 px classifier's published stage folder
+    config = dict(channels=[8, 16, 32, 64], blocks=[1, 1, 1, 1], act='relu', stem='3x3s2')
+    folder = tmp_path / 'task3_classifier128' / '20260101-000000'
+    (folder / 'run').mkdir(parents=True)
+    torch.save(ResNet(**config).state_dict(), folder / 'run' / 'model.pth')
+    write_json(folder / 'summary.json', dict(best_config=config, checkpoint='run/model.pth'))
+
+    run_script('task3_unet.py', '--data', str(synthetic_moon), '--out', out, '--quick', '--epochs', '1')
+    unet = latest_stage_summary(out, 'task3_unet')
+    assert unet['data_source'] == 'synthetic' and 0 <= unet['rows'][0]['iou'] <= 1
+    figures = list(Path(unet['path']).glob('unet-seed0/prediction_*.png'))
+    assert 1 <= len(figures) <= 5 and (Path(unet['path']) / 'unet-seed0' / 'show_results.png').exists()
+
+    run_script('task3_unet_backbone.py', '--data', str(synthetic_moon), '--out', out, '--quick', '--epochs', '2')
+    result = latest_stage_summary(out, 'task3_unet_backbone')
+    rows = {r['name'].split(' (')[0]: r for r in result['rows']}
+    assert set(rows) == {'baseline U-Net', 'A: frozen encoder', 'B: fine-tuned'}
+    assert rows['A: frozen encoder']['trainable_M'] < rows['A: frozen encoder']['params_M']
+    assert rows['B: fine-tuned']['trainable_M'] == rows['B: fine-tuned']['params_M']
+    assert rows['B: fine-tuned']['epochs'] == 3  # A's 2 epochs + 1 of fine-tuning
+    assert result['best'].split(' (')[0] in rows and 'Best:' in (Path(result['path']) / 'table.md').read_text()
+
+
+def test_backbone_without_checkpoint_is_a_clear_error(synthetic_moon, tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'task3_unet_backbone.py'), '--data', str(synthetic_moon),
+                          '--out', str(tmp_path), '--quick'], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode != 0 and 'no 128 px classifier under' in res.stderr and '--train-backbone' in res.stderr
+    assert not (tmp_path / 'task3_unet_backbone').exists() or not any((tmp_path / 'task3_unet_backbone').iterdir())
