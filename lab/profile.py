@@ -1,7 +1,9 @@
 """Profiles (D5): the full spec on a GPU, a quick end-to-end pass on a CPU."""
+import os
+
 import torch
 
-__all__ = ['PROFILES', 'pick_profile', 'default_device']
+__all__ = ['PROFILES', 'pick_profile', 'default_device', 'loader_workers']
 
 # Everything a profile changes, in one place. Epochs follow the spec: 20-30 for the stages (T2.5), 30-40 for
 # the final model (T2.10). The quick profile keeps `max_per_class` train images per class (split 80/20) and
@@ -10,6 +12,11 @@ PROFILES = {
     'full': dict(max_per_class=None, epochs=25, final_epochs=35, bs=128, seg_epochs=30, seg_bs=16, moon_items=None),
     'quick': dict(max_per_class=20, epochs=2, final_epochs=2, bs=32, seg_epochs=2, seg_bs=4, moon_items=20),
 }
+
+
+def loader_workers():
+    "DataLoader worker processes: decoding JPEGs in parallel keeps a GPU fed; on a CPU the main process is faster."
+    return min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
 
 
 def default_device():

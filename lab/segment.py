@@ -8,6 +8,7 @@ import torch
 from fastai.torch_core import set_seed
 
 from .metrics import seg_loss, seg_metrics
+from .profile import loader_workers
 from .report import mean_std
 from .train import fit_run, make_learner
 
@@ -23,7 +24,8 @@ def moon_data(data, profile, size=128, split_seed=42):
     from data.locate import find_moon
     from data.moon import moon_dls
     root, source = find_moon(data)
-    dls = moon_dls(root, size=size, bs=profile['seg_bs'], seed=split_seed, max_items=profile['moon_items'])
+    dls = moon_dls(root, size=size, bs=profile['seg_bs'], seed=split_seed, max_items=profile['moon_items'],
+                   num_workers=loader_workers())
     print(f"moon data: {root} ({source}); {len(dls.train_ds)} train / {len(dls.valid_ds)} valid frames at {size} px")
     return root, dls, source
 

@@ -14,6 +14,7 @@ from fastai.torch_core import set_seed
 
 from arch.resnet import ResNet, resnet_splitter
 from .callbacks import ActivationStatsLite, GradientStats, plot_activation_stats, plot_layer_profiles, plot_norms_over_steps
+from .profile import loader_workers
 from .report import compare, mean_std, plot_overlay, write_table
 from .runs import latest_stage_summary, stage_dir, write_json
 from .train import fit_run, load_history, make_learner
@@ -71,7 +72,7 @@ def tiny_imagenet_data(data, profile, size=64, augment=True, split_seed=42):
     from data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
     root, source = find_tiny_imagenet(data)
     splits = load_tiny_imagenet(root, seed=split_seed, max_per_class=profile['max_per_class'])
-    dls = tiny_imagenet_dls(splits, size=size, bs=profile['bs'], augment=augment)
+    dls = tiny_imagenet_dls(splits, size=size, bs=profile['bs'], augment=augment, num_workers=loader_workers())
     print(f"data: {root} ({source}); {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test "
           f"images, {len(splits.names)} classes; test = the official val split (the test split has no labels)")
     return splits, dls, source
