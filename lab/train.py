@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.tracker import SaveModelCallback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
@@ -52,12 +53,16 @@ def load_history(run_dir):
     return pd.read_csv(Path(run_dir) / 'metrics.csv')
 
 
-def make_learner(model, dls, splitter, loss_func=None, metrics=(accuracy,), opt='adam', wd=0.0, cbs=(), train_bn=True):
+def make_learner(model, dls, splitter, loss_func=None, metrics=(accuracy,), opt='adam', wd=0.0, cbs=(), train_bn=True,
+                 bf16=None):
     """A fastai Learner for a custom model: the splitter is required (without it `freeze()` does nothing),
-    train metrics are recorded next to the valid ones, and the optimiser is chosen by name (adam, adamw, sgd)."""
+    train metrics are recorded next to the valid ones, and the optimiser is chosen by name (adam, adamw, sgd).
+    `bf16`: bfloat16 mixed precision (fastai `MixedPrecision`); None means on a GPU that supports it."""
     if opt not in OPTIMIZERS: raise ValueError(f"--opt {opt!r}: expected one of {', '.join(OPTIMIZERS)}")
+    if bf16 is None: bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cbs = list(cbs) + ([MixedPrecision(amp_mode='bf16')] if bf16 else [])
     learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), opt_func=OPTIMIZERS[opt](wd),
-                    metrics=list(metrics), splitter=splitter, cbs=list(cbs), train_bn=train_bn)
+                    metrics=list(metrics), splitter=splitter, cbs=cbs, train_bn=train_bn)
     learn.recorder.train_metrics = True
     return learn
 
@@ -74,8 +79,10 @@ def fit_run(learn, run_dir, epochs, lr, config, monitor='valid_accuracy', schedu
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     learn.path, learn.model_dir = run_dir, '.'
     n_params, n_trainable = count_params(learn.model), count_params(learn.model, trainable_only=True)
+    precision = 'bf16 mixed' if any(isinstance(cb, MixedPrecision) for cb in learn.cbs) else 'fp32'
     write_json(run_dir / 'config.json', dict(config=config, seed=seed, epochs=epochs, lr=str(lr), schedule=schedule,
-                                             monitor=monitor, params=n_params, environment=environment_info()))
+                                             monitor=monitor, params=n_params, precision=precision,
+                                             environment=environment_info()))
     (run_dir / 'model.txt').write_text(f'{learn.model}\n\nparameters: {n_params:,}\n')
     cbs = [SaveModelCallback(monitor=monitor, fname='model'), MetricsCSV(run_dir / 'metrics.csv')]
     set_seed(seed)

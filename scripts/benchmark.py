@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
 from fastai.data.core import DataLoaders
 from fastai.torch_core import set_seed
 
@@ -56,8 +55,8 @@ class TrainTimer(Callback):
 def fastai_loop(model, splitter, batches, loss_fn, bf16):
     "Images/s of `Learner.fit` over the same batches: the second of two epochs (the first warms up)."
     timer = TrainTimer()
-    cbs = [timer] + ([MixedPrecision(amp_mode='bf16')] if bf16 else [])
-    learn = make_learner(model, DataLoaders(batches, batches[:1]), splitter, loss_func=loss_fn, metrics=(), cbs=cbs)
+    learn = make_learner(model, DataLoaders(batches, batches[:1]), splitter, loss_func=loss_fn, metrics=(),
+                         cbs=[timer], bf16=bf16)
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3)
     return len(batches) * len(batches[0][0]) / timer.seconds
 

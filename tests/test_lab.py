@@ -65,11 +65,22 @@ def test_fit_run_writes_the_run_folder_contract(tmp_path):
     assert list(history['epoch']) == [0, 1, 2] and (history['seconds'] > 0).all()
     config = json.loads((run / 'config.json').read_text())
     assert config['seed'] == 7 and config['config'] == dict(name='tiny') and 'torch' in config['environment']
+    assert config['precision'] == ('bf16 mixed' if torch.cuda.is_available() else 'fp32')
     assert summary['best_epoch'] == int(history['epoch'][history['valid_accuracy'].idxmax()])
     assert summary['best']['valid_accuracy'] == pytest.approx(history['valid_accuracy'].max())
     assert summary['params'] == model.n_params and summary['checkpoint'] == 'model.pth'
     assert json.loads((run / 'summary.json').read_text())['final']['epoch'] == 2
     assert 'parameters: ' in (run / 'model.txt').read_text()
+
+
+def test_make_learner_precision_and_optimiser_choice():
+    from fastai.callback.fp16 import MixedPrecision
+    model = ResNet((8, 16, 32), (1, 1, 1), n_classes=3)
+    has_mp = lambda learn: any(isinstance(cb, MixedPrecision) for cb in learn.cbs)
+    assert has_mp(make_learner(model, _tiny_dls(), resnet_splitter, bf16=True))
+    assert not has_mp(make_learner(model, _tiny_dls(), resnet_splitter, bf16=False))
+    with pytest.raises(ValueError, match="--opt 'rmsprop'"):
+        make_learner(model, _tiny_dls(), resnet_splitter, opt='rmsprop')
 
 
 def _row(name, acc, std=0.0, n=1):
