@@ -45,7 +45,7 @@ def test_report(learn, dl, names, folder, seed=0):
     predictions, targets = predictions.numpy(), targets.numpy()
     acc = float((predictions == targets).mean())
     table = per_class_table(targets, predictions, names)
-    write_table(table, folder, 'per_class', title=f'Test set: accuracy {acc:.2%} on {len(targets)} images')
+    write_table(table, folder, 'per_class', title=f'Test set, seed {seed}: accuracy {acc:.2%} on {len(targets)} images')
     cm = confusion_matrix(targets, predictions, labels=range(len(names)))
     pd.DataFrame(cm, index=[f'true {n}' for n in names], columns=[f'pred {n}' for n in names]).to_csv(
         folder / 'confusion_matrix.csv')

@@ -80,7 +80,9 @@ def compare(rows, metric, label='name', higher_is_better=True, unit=''):
     n = min(r.get('n_seeds', 1) for r in ranked[:2])
     noise = max(best.get(f'{metric}_std', 0.0), second.get(f'{metric}_std', 0.0))
     text = (f"Best: {best[label]} with {metric} {best[metric]:.4g}{unit}, ahead of {second[label]} "
-            f"({second[metric]:.4g}{unit}) by {lead:.4g}{unit}.")
+            f"({second[metric]:.4g}{unit}) by {lead:.4g}{unit}." if lead else
+            f"Tie: {best[label]} and {second[label]} both reach {metric} {best[metric]:.4g}{unit}; {best[label]} is "
+            f"taken as it comes first.")
     if n < 2:
         significant = None
         text += " One seed only: the noise between seeds is unknown, so treat a small lead as unproven (run --seeds 2 or more)."

@@ -18,7 +18,7 @@ SECTIONS = {'task1/variance': ('Task 1.2: layer-3 weight variance and GAP activa
             'stage3_1_channels': ('Stage 3.1: channels', 'table.md'),
             'stage3_2_blocks': ('Stage 3.2: blocks', 'table.md'),
             'stage3_3_activations': ('Stage 3.3: activations', 'table.md'),
-            'stage4_final': ('Stage 4: final model on the test set', 'per_class.md'),
+            'stage4_final': ('Stage 4: final model on the test set', 'final.md'),
             'task3_classifier128': ('Task 3.1: 128 px classifier', 'table.md'),
             'task3_unet': ('Task 3.2: baseline U-Net', 'table.md'),
             'task3_unet_backbone': ('Task 3.3: U-Net on the classifier backbone', 'table.md')}
@@ -33,7 +33,7 @@ def main(out: str = 'results',  # results folder to read, and to write the repor
         for stage, (title, name) in SECTIONS.items():
             summary = latest_stage_summary(out, stage)
             if summary is None: missing.append(stage); continue
-            files = sorted(Path(summary['path']).rglob(name))  # the final stage keeps per_class.md per seed
+            files = sorted(Path(summary['path']).glob(name))
             body = '\n'.join(f.read_text() for f in files) if files else summary.get('conclusion', '')
             body = re.sub(r'^(#+) ', r'##\1 ', body, flags=re.M)  # the stage's own headings nest under its section
             parts.append(f"## {title}\n\nFrom `{summary['path']}` (data: {summary.get('data_source', 'see config')}, "

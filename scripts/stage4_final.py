@@ -21,10 +21,13 @@ from lab.stages import (BASELINE, FINAL_RECIPE, aggregate_runs, experiments_tabl
 
 def run(data, out, profile, seeds, epochs):
     "Train the final model, test it and write the table of all experiments."
+    reasons = []
     for stage in ('stage3_1_channels', 'stage3_2_blocks'):
         s = latest_stage_summary(out, stage)
-        print(f"{stage}: {s['conclusion'] if s else 'not run; its default stands'}")
+        reasons.append(f"- {stage}: {s['conclusion'] if s else 'not run; its default stands'}")
     cfg, reason = previous_choice(out, 'stage3_3_activations', BASELINE)
+    reasons.append(f"- stage3_3_activations: {reason}")
+    print('\n'.join(['why this configuration:'] + reasons))
     with stage_dir(out, 'stage4_final') as folder:
         splits, dls, source = tiny_imagenet_data(data, profile, augment=True)
         runs = []
@@ -41,6 +44,11 @@ def run(data, out, profile, seeds, epochs):
                        profile=profile['name'], seeds=seeds, epochs=epochs,
                        conclusion=f"test accuracy {row['test_acc']:.2%} +- {row['test_acc_std']:.2%} over {len(seeds)} seed(s)")
         write_json(folder / 'summary.json', summary)
+        (folder / 'final.md').write_text('\n'.join([
+            f"# Final model: {summary['conclusion']}", '', f"Configuration: {row['config']} ({row['params_M']}M parameters), "
+            f"valid accuracy {row['valid_acc']:.2%}; test = the official val split ({runs[0]['n']} images, {source} data).",
+            '', 'Why this configuration (each stage\'s conclusion):', *reasons, '', f"Recipe: {FINAL_RECIPE}, {epochs} epochs.",
+            '', *[(folder / f'final-seed{r["seed"]}' / 'per_class.md').read_text() for r in runs]]))
         experiments_table(out, folder, current=summary)
         print(f"final {cfg}: {row['params_M']}M parameters, valid {row['valid_acc']:.2%}, {summary['conclusion']} "
               f"(test = official val split, {runs[0]['n']} images, data: {source})")

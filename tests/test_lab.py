@@ -97,6 +97,7 @@ def test_compare_follows_the_numbers_and_the_noise():
     noisy = compare([_row('A', .72, .05, 2), _row('B', .70, .04, 2)], 'valid_acc')
     assert noisy['significant'] is False and 'not distinguishable' in noisy['text']
     assert mean_std([1, 3]) == (2.0, pytest.approx(2 ** .5))
+    assert compare([_row('A', .7), _row('B', .7)], 'valid_acc')['text'].startswith('Tie: A and B')
 
 
 def _run(valid, train, final_valid, final_train, min_loss=1.0, final_loss=1.0, epoch=3):

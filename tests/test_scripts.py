@@ -40,6 +40,8 @@ def test_baseline_then_final_with_test_report(synthetic_tiny, tmp_path):
     assert cm.values.sum() == 50 and run['test_acc'] == pytest.approx(cm.values.trace() / 50)
     for png in ('confusion_matrix.png', 'show_results.png', 'test_samples.png', 'accuracy.png', 'loss.png'):
         assert (folder / 'final-seed0' / png).is_file()
+    final_md = (folder / 'final.md').read_text()
+    assert 'Why this configuration' in final_md and 'stage3_3_activations: default' in final_md
     table = pd.read_csv(folder / 'experiments.csv')
     assert list(table['variant']) == ['Baseline', 'Final'] and table['test_acc'].iloc[-1] == pytest.approx(run['test_acc'])
 
