@@ -23,7 +23,8 @@ from fastai.callback.core import Callback
 from fastai.callback.hook import Hooks
 
 __all__ = ['WEIGHTED_TYPES', 'ACTIVATION_TYPES', 'resolve_modules', 'GradientStats', 'ActivationStatsLite',
-           'backward_probe', 'plot_layer_profiles', 'plot_layer_norms', 'plot_norms_over_steps', 'plot_activation_stats']
+           'backward_probe', 'plot_layer_profiles', 'plot_layer_norms', 'plot_norms_over_steps', 'plot_activation_stats',
+           'plot_runs_over_steps']
 
 WEIGHTED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish)
@@ -273,6 +274,18 @@ def plot_norms_over_steps(grad_stats, path, layers=None, title=None):
     "Weight-gradient L2 norm and weight L2 norm vs training batch for `layers` (default: up to 8 spread over depth)."
     return _plot_over_steps(grad_stats, {'weight-gradient L2 norm': grad_stats.grad_norms,
                                          'weight L2 norm': grad_stats.weight_norms}, path, layers, (True, True), title)
+
+
+def plot_runs_over_steps(grad_stats_by_run, path, layers=None, title=None):
+    "Weight-gradient L2 norm vs training batch, one panel per run (`{name: GradientStats}`), shared log y axis."
+    fig, axs = plt.subplots(1, len(grad_stats_by_run), figsize=(4.5 * len(grad_stats_by_run), 3.6), squeeze=False,
+                            sharey=True)
+    for ax, (run, stats) in zip(axs[0], grad_stats_by_run.items()):
+        for i in _pick(stats.names, layers): ax.plot(stats.steps, stats.grad_norms[:, i], label=stats.names[i])
+        ax.set(title=run, xlabel='training batch', yscale='log'); ax.grid(alpha=.3)
+    axs[0, 0].set_ylabel('weight-gradient L2 norm'); axs[0, -1].legend(fontsize=6)
+    if title: fig.suptitle(title)
+    return _save(fig, path)
 
 
 def plot_activation_stats(act_stats, path, modules=None, title=None):

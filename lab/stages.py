@@ -13,7 +13,8 @@ from fastai.losses import LabelSmoothingCrossEntropyFlat
 from fastai.torch_core import set_seed
 
 from arch.resnet import ResNet, resnet_splitter
-from .callbacks import ActivationStatsLite, GradientStats, plot_activation_stats, plot_layer_profiles, plot_norms_over_steps
+from .callbacks import (ActivationStatsLite, GradientStats, plot_activation_stats, plot_layer_profiles,
+                        plot_norms_over_steps, plot_runs_over_steps)
 from .profile import loader_workers
 from .report import compare, mean_std, plot_overlay, write_table
 from .runs import latest_stage_summary, stage_dir, write_json
@@ -56,14 +57,18 @@ def save_stats(grad_stats, act_stats, run_dir, title):
                 grad_first_over_last=float(g[0] / g[-1]))
 
 
-def plot_stats_side_by_side(recorded, path):
-    "Per-layer activation mean, std, dead share (averaged over training) and weight-gradient norm, one line per variant."
+def plot_stats_side_by_side(recorded, folder):
+    """The variants' statistics side by side (`recorded`: name -> (GradientStats, ActivationStatsLite)), first seed:
+    statistics_per_layer.png (activation mean, std, share <= 0 and weight-gradient norm per layer, averaged over
+    training) and gradients_over_training.png (weight-gradient norms of layers spread over depth, per batch)."""
     def per_layer(stat): return {k: np.nanmean(stat(cbs), axis=0) for k, cbs in recorded.items()}
-    return plot_layer_profiles({'activation mean': per_layer(lambda c: c[1].means),
-                                'activation std': per_layer(lambda c: c[1].stds),
-                                'share of activations <= 0': per_layer(lambda c: c[1].dead),
-                                'weight-gradient L2 norm': per_layer(lambda c: c[0].grad_norms)},
-                               path, title='per layer, averaged over training (first seed)')
+    plot_layer_profiles({'activation mean': per_layer(lambda c: c[1].means),
+                         'activation std': per_layer(lambda c: c[1].stds),
+                         'share of activations <= 0': per_layer(lambda c: c[1].dead),
+                         'weight-gradient L2 norm': per_layer(lambda c: c[0].grad_norms)},
+                        Path(folder) / 'statistics_per_layer.png', title='per layer, averaged over training (first seed)')
+    plot_runs_over_steps({k: cbs[0] for k, cbs in recorded.items()}, Path(folder) / 'gradients_over_training.png',
+                         title='weight-gradient norms over training (first seed)')
 
 
 def tiny_imagenet_data(data, profile, size=64, augment=True, split_seed=42):
@@ -154,7 +159,7 @@ def run_resnet_stage(stage, variants, *, out, data, profile, seeds, epochs, titl
                 if stats and seed == seeds[0]: recorded[f"{name}: {cfg['act']}"] = cbs
             rows.append(aggregate_runs(name, cfg, runs))
             if stats: rows[-1].update({k: mean_std([r[k] for r in runs])[0] for k in STAT_COLUMNS})
-        if stats: plot_stats_side_by_side(recorded, folder / 'statistics_side_by_side.png')
+        if stats: plot_stats_side_by_side(recorded, folder)
         for col in ('valid_accuracy', 'train_accuracy', 'valid_loss', 'train_loss'):
             plot_overlay(histories, col, folder / f'{col}.png', title=f'{title}: {col}')
         verdict = compare(rows, 'valid_acc')

@@ -4,9 +4,9 @@
 Reads the newest finished stage 3.2 run under --out (which carries the channels of 3.1); without one it uses
 the baseline configuration and says so. `inplace=True` where the layer has it (GELU has none). Every run
 records per-layer activation statistics (mean, std, share <= 0) and weight-gradient norms every few batches
-on the device (`lab.callbacks`); statistics_side_by_side.png puts the four activations next to each other
-and the table adds their summary (dead share, last-layer activation std, first/last gradient-norm ratio),
-so the verdict comes with the reason behind it.
+on the device (`lab.callbacks`); statistics_per_layer.png and gradients_over_training.png put the four
+activations side by side, and the table adds their summary (dead share, last-layer activation std,
+first/last gradient-norm ratio), so the verdict comes with the reason behind it.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -46,6 +46,28 @@ def test_baseline_then_final_with_test_report(synthetic_tiny, tmp_path):
     assert list(table['variant']) == ['Baseline', 'Final'] and table['test_acc'].iloc[-1] == pytest.approx(run['test_acc'])
 
 
+def test_activation_stage_records_statistics_and_reads_stage_3_2(synthetic_tiny, tmp_path):
+    chosen = dict(channels=[16, 32, 64], blocks=[1, 1, 1], act='relu', stem='3x3')
+    folder = tmp_path / 'stage3_2_blocks' / '20260101-000000'; folder.mkdir(parents=True)
+    write_json(folder / 'summary.json', dict(best='A', best_config=chosen, conclusion='A won'))
+    run_script('stage3_3_activations.py', '--data', str(synthetic_tiny), '--out', str(tmp_path), '--quick',
+               '--epochs', '1')
+    stage = latest_stage_summary(tmp_path, 'stage3_3_activations')
+    assert stage['chosen_from'] == 'stage3_2_blocks: A won'
+    assert [r['config'] for r in stage['rows']] == [f'channels=16-32-64 blocks=1-1-1 act={a} stem=3x3'
+                                                    for a in ('relu', 'leakyrelu', 'elu', 'gelu')]
+    for r in stage['rows']:
+        assert 0 < r['dead_share'] < 1 and r['grad_first_over_last'] > 0
+    folder = Path(stage['path'])
+    assert (folder / 'statistics_per_layer.png').is_file() and (folder / 'gradients_over_training.png').is_file()
+    grads = pd.read_csv(folder / 'D-seed0' / 'gradient_stats.csv')
+    assert {'step', 'layer', 'grad_norm', 'weight_norm'} <= set(grads.columns)
+    # zero-initialised last BN of each block: its convs get no gradient at the very first step, all do later
+    assert grads[grads.step == grads.step.max()]['grad_norm'].gt(0).all()
+    acts = pd.read_csv(folder / 'A-seed0' / 'activation_stats.csv')
+    assert acts['dead'].between(0, 1).all()
+
+
 def test_unet_and_backbone_variants(synthetic_moon, tmp_path):
     out = str(tmp_path)
     # A small stand-in for the 128 px classifier's published stage folder
