@@ -8,12 +8,14 @@ cross-entropy, 25 epochs (20-30 in the spec). Writes accuracy/loss plots, the pa
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from arch.resnet import ResNet
 from lab.cli import training_script
 from lab.stages import BASELINE, run_resnet_stage
 
 
 def run(data, out, profile, seeds, epochs):
     "Train the baseline and report its curves, size and architecture."
+    print(ResNet(**BASELINE))  # T2.6: the architecture (also in each run's model.txt)
     summary = run_resnet_stage('stage2_baseline', {'baseline': BASELINE}, out=out, data=data, profile=profile,
                                seeds=seeds, epochs=epochs, title='Stage 2: baseline ResNet')
     row = summary['rows'][0]
