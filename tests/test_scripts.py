@@ -90,7 +90,7 @@ def test_unet_and_backbone_variants(synthetic_moon, tmp_path):
     assert rows['A: frozen encoder']['trainable_M'] < rows['A: frozen encoder']['params_M']
     assert rows['B: fine-tuned']['trainable_M'] == rows['B: fine-tuned']['params_M']
     assert rows['B: fine-tuned']['epochs'] == 3  # A's 2 epochs + 1 of fine-tuning
-    assert result['best'].split(' (')[0] in rows and 'Best:' in (Path(result['path']) / 'table.md').read_text()
+    assert result['best'].split(' (')[0] in rows and result['conclusion'] in (Path(result['path']) / 'table.md').read_text()
 
 
 def test_backbone_without_checkpoint_is_a_clear_error(synthetic_moon, tmp_path):
