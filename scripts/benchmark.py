@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Training throughput (images/s) of the lab's models: plain PyTorch loop vs fastai's Learner loop.
+"""Training throughput (images/s) of the lab's models, plain PyTorch loop vs fastai's Learner loop, and of the data.
 
-Synthetic batches held on the device, so the numbers measure the model and the loop, not the data pipeline.
+The model rows use synthetic batches held on the device, so they measure the model and the loop alone.
 Models: the baseline ResNet (32-64-128-256 x [2,2,2,2]) at 64 px and the U-Net (base 32) at 128 px; fp32,
-plus bf16 autocast + channels_last on a GPU. Compare speeds only within one run (one machine).
+plus bf16 autocast + channels_last on a GPU. A last row times one pass of the Tiny ImageNet DataLoader, to tell
+whether the data or the model limits an epoch. Compare speeds only within one run (one machine).
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import time
@@ -16,9 +17,10 @@ from fastai.torch_core import set_seed
 
 from arch.resnet import ResNet, resnet_splitter
 from arch.unet import UNet, unet_splitter
-from lab.profile import default_device, pick_profile
+from lab.profile import default_device, loader_workers, pick_profile
 from lab.report import write_table
 from lab.runs import environment_info, stage_dir, write_json
+from lab.stages import tiny_imagenet_data
 from lab.train import make_learner
 from lab.metrics import BCEDiceLoss
 
@@ -71,11 +73,22 @@ MODELS = {  # name: (builder, splitter, loss, input size)
 }
 
 
+def data_pipeline_speed(data, profile):
+    "Images/s of one pass over the Tiny ImageNet train DataLoader (JPEG decode, resize, augmentation on the device)."
+    _, dls, source = tiny_imagenet_data(data, profile)
+    for _ in dls.train: _sync(); break  # warm-up: workers and the first batch
+    t0, n = time.perf_counter(), 0
+    for xb, _ in dls.train: n += len(xb)
+    _sync()
+    return dict(model=f'Tiny ImageNet DataLoader ({source}, {loader_workers()} workers)', precision='-',
+                batch=dls.train.bs, batches=len(dls.train), fastai_images_per_s=round(n / (time.perf_counter() - t0), 1))
+
+
 @call_parse
 def main(out: str = 'results',  # results folder
          quick: bool = False,  # few small batches (default on a CPU)
          full: bool = False,  # full-size batches even without a GPU
-         data: str = None):  # unused: the benchmark uses synthetic batches on the device
+         data: str = None):  # Tiny ImageNet folder for the data-pipeline row (default: known places, else generated)
     profile = pick_profile(quick, full)
     device = default_device()
     bs, n = (128, 50) if profile['name'] == 'full' else (8, 3)
@@ -96,8 +109,10 @@ def main(out: str = 'results',  # results folder
                              plain_images_per_s=round(speeds['plain'], 1), fastai_images_per_s=round(speeds['fastai'], 1),
                              fastai_over_plain=round(speeds['fastai'] / speeds['plain'], 3)))
             print(rows[-1], flush=True)
+    rows.append(data_pipeline_speed(data, profile)); print(rows[-1], flush=True)
     env = environment_info()
     with stage_dir(out, 'benchmark') as folder:
         write_table(rows, folder, title=f"Training throughput on {env['device']}",
-                    notes='Synthetic batches on the device; compare numbers only within this table.')
+                    notes='Model rows: synthetic batches already on the device. The DataLoader row: one pass over the '
+                          'real pipeline, no model. Compare numbers only within this table.')
         write_json(folder / 'config.json', dict(profile=profile, environment=env))

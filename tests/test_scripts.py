@@ -98,3 +98,10 @@ def test_backbone_without_checkpoint_is_a_clear_error(synthetic_moon, tmp_path):
                           '--out', str(tmp_path), '--quick'], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode != 0 and 'no 128 px classifier under' in res.stderr and '--train-backbone' in res.stderr
     assert not (tmp_path / 'task3_unet_backbone').exists() or not any((tmp_path / 'task3_unet_backbone').iterdir())
+
+
+def test_benchmark_measures_models_and_data(synthetic_tiny, tmp_path):
+    run_script('benchmark.py', '--quick', '--data', str(synthetic_tiny), '--out', str(tmp_path))
+    table = pd.read_csv(next((tmp_path / 'benchmark').glob('*/table.csv')))
+    assert list(table['model'][:2]) == ['ResNet 64 px', 'U-Net 128 px'] and table['model'][2].startswith('Tiny ImageNet')
+    assert (table['fastai_images_per_s'] > 0).all() and (table['plain_images_per_s'][:2] > 0).all()
