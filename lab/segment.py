@@ -7,6 +7,10 @@ import matplotlib.pyplot as plt
 import torch
 from fastai.torch_core import set_seed
 
+from arch.unet import UNet, unet_splitter
+from data.locate import find_moon
+from data.moon import moon_dls
+
 from .metrics import seg_loss, seg_metrics
 from .profile import loader_workers
 from .report import mean_std
@@ -21,8 +25,6 @@ UNET = dict(base=32, depth=4, down='maxpool', up='transpose', act='relu')
 
 def moon_data(data, profile, size=128, split_seed=42):
     "Locate (or generate) the moon data and build 128 px DataLoaders for `profile`: (root, dls, source)."
-    from data.locate import find_moon
-    from data.moon import moon_dls
     root, source = find_moon(data)
     dls = moon_dls(root, size=size, bs=profile['seg_bs'], seed=split_seed, max_items=profile['moon_items'],
                    num_workers=loader_workers())
@@ -78,7 +80,6 @@ def seg_row(name, runs, epochs):
 
 def train_unet_runs(unet_config, dls, folder, seeds, epochs, lr, loss, config):
     "The baseline U-Net (T3.2) for every seed into `folder/unet-seed<k>`: the run summaries."
-    from arch.unet import UNet, unet_splitter
     runs = []
     for seed in seeds:
         set_seed(seed)

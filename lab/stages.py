@@ -13,6 +13,8 @@ from fastai.losses import LabelSmoothingCrossEntropyFlat
 from fastai.torch_core import set_seed
 
 from arch.resnet import ResNet, resnet_splitter
+from data.locate import find_tiny_imagenet
+from data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
 from .callbacks import (ActivationStatsLite, GradientStats, plot_activation_stats, plot_layer_profiles,
                         plot_norms_over_steps, plot_runs_over_steps)
 from .profile import loader_workers
@@ -73,8 +75,6 @@ def plot_stats_side_by_side(recorded, folder):
 
 def tiny_imagenet_data(data, profile, size=64, augment=True, split_seed=42):
     "Locate (or generate) Tiny ImageNet, split it and build DataLoaders for `profile`: (splits, dls, source)."
-    from data.locate import find_tiny_imagenet
-    from data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
     root, source = find_tiny_imagenet(data)
     splits = load_tiny_imagenet(root, seed=split_seed, max_per_class=profile['max_per_class'])
     dls = tiny_imagenet_dls(splits, size=size, bs=profile['bs'], augment=augment, num_workers=loader_workers())
