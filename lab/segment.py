@@ -40,7 +40,6 @@ def seg_learner(model, dls, splitter, loss='bce_dice', train_bn=True):
 
 def fit_seg(learn, run_dir, epochs, lr, config, seed, figures=4):
     "One-cycle training monitored by valid IoU; writes the run folder, prediction figures and show_results.png."
-    set_seed(seed)
     summary = fit_run(learn, run_dir, epochs, lr, config, monitor='valid_iou', schedule='one_cycle', seed=seed,
                       plot_metrics=SEG_PLOTS)
     plot_predictions(learn, learn.dls.valid, run_dir, n=figures)

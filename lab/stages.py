@@ -132,9 +132,7 @@ def train_variant(name, cfg, dls, folder, seed, epochs, profile, source, lr=1e-3
     learn = make_learner(model, dls, resnet_splitter, loss_func=loss_func, opt=opt, wd=wd, cbs=cbs)
     config = dict(variant=name, model=cfg, data_source=source, profile=profile, lr=lr, opt=opt, wd=wd,
                   label_smoothing=label_smoothing)
-    summary = fit_run(learn, Path(folder) / f'{name}-seed{seed}', epochs, lr, config, seed=seed, schedule=schedule)
-    summary['min_valid_loss'] = float(load_history(Path(folder) / f'{name}-seed{seed}')['valid_loss'].min())
-    return learn, summary
+    return learn, fit_run(learn, Path(folder) / f'{name}-seed{seed}', epochs, lr, config, seed=seed, schedule=schedule)
 
 
 def run_resnet_stage(stage, variants, *, out, data, profile, seeds, epochs, title, chosen_from=None, stats=False):
@@ -172,7 +170,6 @@ def run_resnet_stage(stage, variants, *, out, data, profile, seeds, epochs, titl
                        data_source=source, profile=profile['name'], seeds=seeds, epochs=epochs)
         write_json(folder / 'summary.json', summary)
         print(f"\n{title}\n{analysis}")
-    summary['path'] = str(Path(out) / stage)
     return summary
 
 

@@ -96,7 +96,8 @@ def fit_run(learn, run_dir, epochs, lr, config, monitor='valid_accuracy', schedu
     best = int(history[monitor].idxmax() if 'loss' not in monitor else history[monitor].idxmin())
     final = history.iloc[-1].to_dict()
     summary = dict(best_epoch=int(history.loc[best, 'epoch']), best={k: float(v) for k, v in history.loc[best].items()},
-                   final={k: float(v) for k, v in final.items()}, monitor=monitor, params=n_params,
+                   final={k: float(v) for k, v in final.items()}, min_valid_loss=float(history['valid_loss'].min()),
+                   monitor=monitor, params=n_params,
                    trainable_params=n_trainable, epochs=epochs, seed=seed, wall_seconds=round(wall, 2),
                    run=run_dir.name, checkpoint='model.pth')  # relative: the stage folder is renamed when done
     write_json(run_dir / 'summary.json', summary)

@@ -15,6 +15,7 @@ on the same data (trained here, with the same seeds, when there is none).
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import subprocess
 from fastcore.script import call_parse
+from fastai.torch_core import set_seed
 
 from arch.resnet import ResNet
 from arch.unet import BackboneUNet, backbone_unet_splitter, load_encoder_from_classifier
@@ -58,6 +59,7 @@ def main(data: str = None,  # moon data folder (default: known places, else a ge
                       checkpoint=str(checkpoint))
         runs = {'A': [], 'B': []}
         for seed in seeds:
+            set_seed(seed)  # the adapters' and decoder's initialisation
             model = load_encoder_from_classifier(BackboneUNet(ResNet(**encoder_config)), checkpoint)
             learn = seg_learner(model, dls, backbone_unet_splitter, loss, train_bn=False)
             learn.freeze()

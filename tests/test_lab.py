@@ -68,6 +68,7 @@ def test_fit_run_writes_the_run_folder_contract(tmp_path):
     assert config['precision'] == ('bf16 mixed' if torch.cuda.is_available() else 'fp32')
     assert summary['best_epoch'] == int(history['epoch'][history['valid_accuracy'].idxmax()])
     assert summary['best']['valid_accuracy'] == pytest.approx(history['valid_accuracy'].max())
+    assert summary['min_valid_loss'] == pytest.approx(history['valid_loss'].min())
     assert summary['params'] == model.n_params and summary['checkpoint'] == 'model.pth'
     assert json.loads((run / 'summary.json').read_text())['final']['epoch'] == 2
     assert 'parameters: ' in (run / 'model.txt').read_text()
