@@ -31,7 +31,7 @@ def _fastai_tiny():
     return fastai_path('data')/'tiny_imagenet_200'
 
 
-def _find(kind, path, places, check, generated, generate, how_to_get):
+def _find(kind, path, places, check, generated, generate, how_to_get, quiet=False):
     "The explicit `path`, else the first of `places` that exists, else the `generated` dataset."
     if path is not None: check(Path(path)); found = Path(path)  # no fallback: the user asked for this folder
     else:
@@ -44,33 +44,33 @@ def _find(kind, path, places, check, generated, generate, how_to_get):
             if not (target/'.complete').exists(): make(target)
             found = target
     source = 'synthetic' if (found/'SYNTHETIC').exists() else 'real'
-    if source == 'synthetic':
+    if source == 'synthetic' and not quiet:
         print(f"NOTICE: {found} is a SYNTHETIC stand-in for {kind} (no real data found): the numbers of this run "
               f"are not {kind} numbers. {how_to_get}, or pass --data.")
     return found, source
 
 
-def find_tiny_imagenet(path=None, generate=True):
-    "`(folder, 'real' | 'synthetic')` of Tiny ImageNet: `path`, known locations, or a generated stand-in."
+def find_tiny_imagenet(path=None, generate=True, quiet=False):
+    "`(folder, 'real' | 'synthetic')` of Tiny ImageNet: `path`, known locations, or a generated stand-in (`quiet`: no notice)."
     places = [REPO/'data'/'tiny-imagenet-200', REPO.parent/'shared'/'data'/'tiny-imagenet-10', _fastai_tiny()]
     return _find('Tiny ImageNet', path, places, _check_tiny,
                  (REPO/'data'/'generated'/'tiny-imagenet-synthetic', make_tiny_imagenet_like), generate,
-                 f"Run data.locate.download_tiny_imagenet() or put it at {places[0]}")
+                 f"Run data.locate.download_tiny_imagenet() or put it at {places[0]}", quiet)
 
 
-def find_moon(path=None, generate=True):
+def find_moon(path=None, generate=True, quiet=False):
     """`(folder, 'real' | 'synthetic')` of the moon data: `path`, known locations, or a generated stand-in.
     A known location with fewer than `MIN_MOON_PAIRS` frames is skipped (said): it cannot train and validate a U-Net."""
     places = [REPO/'data'/'moon', REPO.parent/'shared'/'data'/'moon', REPO/'data'/'moon-kaggle']
     how_to_get = f"Get it from {MOON_URL} (images/render, images/ground) into {places[2]}"
     if path is None:
         small = {p: len(moon_pairs(p)) for p in places if p.exists() and len(moon_pairs(p)) < MIN_MOON_PAIRS}
-        for p, n in small.items():
+        for p, n in small.items() if not quiet else ():
             print(f"NOTICE: {p} holds only {n} render/ground pair(s), too few to train on: skipped "
                   f"(pass --data {p} to use it anyway)")
         places = [p for p in places if p not in small]
     return _find('the Kaggle moon data', path, places, moon_pairs,
-                 (REPO/'data'/'generated'/'moon-synthetic', make_moon_like), generate, how_to_get)
+                 (REPO/'data'/'generated'/'moon-synthetic', make_moon_like), generate, how_to_get, quiet)
 
 
 def download_tiny_imagenet(dest='data'):

@@ -5,16 +5,17 @@ Masks may be binary (0/1 or 0/255, grey or RGB) or the Kaggle multi-class RGB ma
 green small rocks, blue large rocks); either way the target is rock (1) versus not rock (0).
 """
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from fastai.vision.all import (DataBlock, ImageBlock, IndexSplitter, ItemGetter, ItemTransform, MaskBlock, Normalize,
-                               PILMask, Resize, ResizeMethod, aug_transforms, imagenet_stats)
+                               PILMask, Resize, ResizeMethod, imagenet_stats)
 
-from .tiny_imagenet import valid_idxs
 
-__all__ = ['CODES', 'mask_scheme', 'binarize_mask', 'load_mask', 'RockMask', 'moon_pairs', 'moon_dls']
+__all__ = ['CODES', 'mask_scheme', 'binarize_mask', 'load_mask', 'RockMask', 'moon_pairs', 'check_pair_sizes',
+           'MoonSplits', 'moon_splits', 'moon_dls']
 
 CODES = ['background', 'rock']
 MAX_MIXED = 0.25  # a mask has few anti-aliased edge pixels; more than this share means it is not a mask (a photo?)
@@ -103,26 +104,62 @@ class RockMask(ItemTransform):
     def encodes(self, pair): return PILMask.create(load_mask(pair[1], self.large_only))
 
 
-def moon_dls(root, size=128, bs=8, valid_pct=0.2, seed=42, augment=True, large_only=False, max_items=None,
-             device=None, num_workers=0):
-    """fastai DataLoaders of (render, rock mask): TensorImage (B,3,size,size), TensorMask (B,size,size) long in {0,1}.
+def check_pair_sizes(pairs, tolerance=0.01):
+    """Raise, naming both files, when a mask's aspect ratio differs from its render's (squishing both to a square
+    would then put the mask's rocks in the wrong places). Reads the PNG headers only."""
+    for render, ground in pairs:
+        with Image.open(render) as r, Image.open(ground) as g: (rw, rh), (gw, gh) = r.size, g.size
+        if abs(rw / rh - gw / gh) > tolerance * rw / rh:
+            raise ValueError(f"{ground}: mask of {gw}x{gh} px for a render of {rw}x{rh} px ({render.name}): expected "
+                             f"the render's aspect ratio")
 
-    Frames are squished to size x size (the 3:2 renders lose their aspect ratio, the U-Nets want square inputs).
-    Split: seeded random `valid_pct` of the frames (no classes to stratify). `augment`: horizontal flips only (the
-    horizon stays at the top), rotation <= 5 deg, zoom <= 1.1, brightness/contrast 0.2; then ImageNet normalisation."""
+
+@dataclass
+class MoonSplits:
+    "Render/ground pairs of the moon data, split into train / valid / test (seeded, by frame)."
+    root: Path
+    train: list = field(repr=False)
+    valid: list = field(repr=False)
+    test: list = field(repr=False)
+    notes: str = ''
+
+
+def moon_splits(root, valid_pct=0.2, test_pct=0.0, seed=42, max_items=None):
+    """The pairs of `root` (the first `max_items`), split at random (seeded) into train, valid (`valid_pct`) and test
+    (`test_pct`) frames. One pair alone serves as train, valid and test, said loudly: its metrics are not held out."""
     if max_items is not None and max_items < 1: raise ValueError(f"max_items={max_items}: expected at least 1")
     pairs = moon_pairs(root)[slice(max_items)]
     if len(pairs) < 2:
-        print(f"WARNING: only one render/ground pair ({pairs[0][0].name} of {root}): it is used for both train "
-              f"and valid, so the valid metrics are NOT held-out metrics.")
-        pairs, valid = pairs * 2, [1]
-    else: valid = valid_idxs(len(pairs), valid_pct, np.random.default_rng(seed))
-    aug = aug_transforms(do_flip=True, flip_vert=False, max_rotate=5, max_zoom=1.1, max_lighting=0.2,
-                         max_warp=0) if augment else []
+        print(f"WARNING: only one render/ground pair ({pairs[0][0].name} of {root}): it is used for train, valid "
+              f"and test, so the valid and test metrics are NOT held-out metrics.")
+        return MoonSplits(Path(root), pairs, pairs, pairs if test_pct else [], 'one pair: not held out')
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_test = min(max(round(test_pct * len(pairs)), int(test_pct > 0)), len(pairs) - 2) if test_pct else 0
+    n_valid = min(max(round(valid_pct * len(pairs)), 1), len(pairs) - n_test - 1)
+    test, valid, train = (sorted(order[a:b]) for a, b in ((0, n_test), (n_test, n_test + n_valid),
+                                                           (n_test + n_valid, len(pairs))))
+    notes = f"random split of the frames, seed {seed}: valid_pct={valid_pct}, test_pct={test_pct}"
+    return MoonSplits(Path(root), *([pairs[i] for i in part] for part in (train, valid, test)), notes)
+
+
+def moon_dls(source, size=128, bs=8, valid_pct=0.2, test_pct=0.0, seed=42, augment='seg', large_only=False,
+             max_items=None, val_bs=None, device=None, num_workers=0):
+    """fastai DataLoaders of (render, rock mask): TensorImage (B,3,size,size), TensorMask (B,size,size) long in {0,1}.
+
+    `source`: a `MoonSplits` or a moon folder (split here with `valid_pct`, `test_pct`, `seed`, `max_items`).
+    Frames are squished to size x size (the 3:2 renders lose their aspect ratio, the U-Nets want square inputs).
+    `augment`: a preset of `data.augment` (default 'seg': horizontal flips only, so the horizon stays at the top,
+    rotation <= 5 deg, zoom <= 1.1, brightness/contrast 0.2; masks move with their images), True/False meaning
+    'seg'/'none'; then ImageNet normalisation."""
+    from .augment import augment_tfms
+    splits = source if isinstance(source, MoonSplits) else moon_splits(source, valid_pct, test_pct, seed, max_items)
+    aug = augment_tfms({True: 'seg', False: 'none'}.get(augment, augment), size=size)
+    items = splits.train + splits.valid
     block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=CODES)),
                       get_x=ItemGetter(0), get_y=RockMask(large_only),
-                      splitter=IndexSplitter(valid), item_tfms=Resize(size, method=ResizeMethod.Squish),
+                      splitter=IndexSplitter(range(len(splits.train), len(items))),
+                      item_tfms=Resize(size, method=ResizeMethod.Squish),
                       batch_tfms=[*aug, Normalize.from_stats(*imagenet_stats)])
     # The train loader drops its last partial batch: a batch larger than the train set would leave it empty.
-    return block.dataloaders(pairs, bs=min(bs, len(pairs) - len(valid)), device=device, num_workers=num_workers)
-
+    bs = min(bs, len(splits.train))
+    return block.dataloaders(items, bs=bs, val_bs=val_bs or 4 * bs, device=device, num_workers=num_workers)

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torchvision.transforms import ToTensor
 from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, ItemGetter, ItemTransform,
-                               Normalize, Resize, ResizeMethod, aug_transforms, imagenet_stats)
+                               Normalize, Resize, ResizeMethod, imagenet_stats)
 
-__all__ = ['read_wnids', 'read_words', 'class_names', 'TinySplits', 'load_tiny_imagenet', 'valid_idxs',
-           'TinyImageNetDataset', 'tiny_imagenet_dls', 'test_dl']
+__all__ = ['read_wnids', 'read_words', 'class_names', 'parse_classes', 'TinySplits', 'load_tiny_imagenet',
+           'valid_idxs', 'TinyImageNetDataset', 'tiny_imagenet_dls', 'test_dl']
 
 IMAGE_SUFFIXES = {'.jpeg', '.jpg', '.png'}
 
@@ -69,7 +69,8 @@ class TinySplits:
 
 def _class_images(root, wnid):
     folder = _need(root/'train'/wnid/'images', f"the train images of class {wnid}, which wnids.txt lists")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    # '.'-files are not images: macOS leaves .DS_Store and '._<name>' AppleDouble files in copied folders
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.'))
     if not files: raise ValueError(f"{folder}: no images (expected *.JPEG files of class {wnid})")
     return files
 
@@ -86,8 +87,30 @@ def _read_annotations(root):
     return rows
 
 
-def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, max_per_class=None):
-    """Item lists of `n_classes` classes (the first ones of wnids.txt, or the explicit `wnids`).
+def parse_classes(spec, listed, source='wnids.txt'):
+    """The wnids a --classes value names, from the `listed` ones: a count '10' (the first ten), 'count@offset'
+    '10@20' (ten from the 21st on) or a comma-separated list of wnids."""
+    text = str(spec).strip()
+    if not text: raise ValueError(f"--classes {spec!r}: expected a count like 10, 10@20 or wnids like n01443537,n01629819")
+    if text.replace('@', '').isdigit() and text.count('@') <= 1:
+        n, _, offset = text.partition('@')
+        n, offset = int(n), int(offset or 0)
+        if n < 2: raise ValueError(f"--classes {spec!r}: expected at least 2 classes")
+        if n + offset > len(listed):
+            raise ValueError(f"--classes {spec!r}: {source} lists {len(listed)} classes, {n} were asked for"
+                             + (f" from position {offset + 1}" if offset else ''))
+        return listed[offset:offset + n]
+    wnids = [w.strip() for w in text.split(',') if w.strip()]
+    unknown = [w for w in wnids if w not in listed]
+    if unknown: raise ValueError(f"--classes: unknown wnids {unknown}: not in {source}")
+    if len(set(wnids)) < len(wnids): raise ValueError(f"--classes {spec!r}: each class may appear only once")
+    if len(wnids) < 2: raise ValueError(f"--classes {spec!r}: expected at least 2 classes")
+    return wnids
+
+
+def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, max_per_class=None, classes=None):
+    """Item lists of `n_classes` classes (the first ones of wnids.txt, or the explicit `wnids`, or the --classes
+    value `classes`, see `parse_classes`).
 
     train/valid: seeded stratified split of ``train/`` (`valid_pct` of each class to valid).
     test: the official ``val/`` split, because the official test split has no labels.
@@ -97,6 +120,7 @@ def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, m
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder (expected Tiny ImageNet: wnids.txt, "
                                                   f"words.txt, train/, val/)")
     listed = read_wnids(root)
+    if classes is not None: wnids = parse_classes(classes, listed, source=str(root/'wnids.txt'))
     if wnids is None:
         if n_classes > len(listed):
             raise ValueError(f"{root/'wnids.txt'} lists {len(listed)} classes, {n_classes} were asked for")
@@ -158,20 +182,26 @@ class ClassName(ItemTransform):
     def encodes(self, item): return self.names[item[1]]
 
 
-def tiny_imagenet_dls(splits, size=64, bs=128, augment=True, device=None, num_workers=0):
+def tiny_imagenet_dls(splits, size=64, bs=128, augment='light', train_on_valid=False, val_bs=None, device=None,
+                      num_workers=0):
     """fastai DataLoaders over `splits.train` + `splits.valid` (the same items as `TinyImageNetDataset`).
 
-    Images are resized to `size` (bilinear: 64 -> 128 for T3.1 upsamples the 64 px originals; at 64 they are left
-    unchanged). `augment`: horizontal flips, rotation <= 10 deg and zoom <= 1.1 (a light crop) on 3/4 of the images,
-    brightness/contrast on half of them; then ImageNet normalisation (the only batch transform otherwise)."""
-    aug = aug_transforms(size=size, max_rotate=10, max_zoom=1.1, max_warp=0, p_lighting=0.5) if augment else []
+    Images are resized to `size` (bilinear squish: 64 -> 128 for T3.1 upsamples the 64 px originals; at 64 they are
+    left unchanged). `augment`: a preset of `data.augment` run as batch transforms (on the device), then ImageNet
+    normalisation; True means 'light' (flips, rotation <= 10 deg, zoom <= 1.1, lighting), False 'none'.
+    `train_on_valid`: the valid images are trained on too (the valid loader then holds seen images).
+    `val_bs`: the validation batch (default: 4x `bs`; no gradients, so it fits)."""
+    from .augment import augment_tfms
+    aug = augment_tfms({True: 'light', False: 'none'}.get(augment, augment), size=size)
+    train = splits.train + (splits.valid if train_on_valid else [])
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=splits.names, sort=False)),
                       get_x=ItemGetter(0), get_y=ClassName(splits.names),
-                      splitter=IndexSplitter(range(len(splits.train), len(splits.train) + len(splits.valid))),
+                      splitter=IndexSplitter(range(len(train), len(train) + len(splits.valid))),
                       item_tfms=Resize(size, method=ResizeMethod.Squish),
                       batch_tfms=[*aug, Normalize.from_stats(*imagenet_stats)])
     # The train loader drops its last partial batch: a batch larger than the train set would leave it empty.
-    return block.dataloaders(splits.train + splits.valid, bs=min(bs, len(splits.train)), device=device,
+    bs = min(bs, len(train))
+    return block.dataloaders(train + splits.valid, bs=bs, val_bs=val_bs or 4 * bs, device=device,
                              num_workers=num_workers)
 
 

@@ -1,1 +1,3 @@
-"Shared experiment machinery: run folders, callbacks, metrics, fit helpers and reports."
+"Shared experiment machinery: recipes, the CLI, run folders, training, callbacks, metrics, reports."
+import warnings
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # raised inside fastai's imports

@@ -105,6 +105,29 @@ class _Recorder(Callback):
         data = {'step': np.repeat(self.steps, len(self.names or ())), 'layer': list(self.names or ()) * len(self._steps)}
         return pd.DataFrame({**data, **{s: self._stat(s).ravel() for s in self.stat_names}})
 
+    def state(self):
+        "What a resumed run needs to continue this history (tensors and numbers: a weights-only checkpoint holds it)."
+        self._flush()
+        rows = torch.as_tensor(np.stack(self._rows)) if self._rows else torch.zeros(0)
+        return dict(names=list(self.names or ()), seen=self._seen, stride=self.stride,
+                    steps=torch.as_tensor(self._steps, dtype=torch.long), rows=rows)
+
+    def load_state(self, state):
+        "Continue the history saved by `state()` (before the resumed fit; the modules are resolved again)."
+        self._seen, self.stride = int(state['seen']), int(state['stride'])
+        self._steps, self._rows = [int(s) for s in state['steps']], list(state['rows'].numpy())
+        return self
+
+    @classmethod
+    def from_frame(cls, frame):
+        "The records of a saved `to_frame()` table (e.g. a run's CSV), for plotting; no model needed."
+        stats = cls()
+        stats.names = list(dict.fromkeys(frame['layer']))
+        steps = list(dict.fromkeys(frame['step']))
+        values = frame[list(cls.stat_names)].to_numpy().reshape(len(steps), len(stats.names), len(cls.stat_names))
+        stats._steps, stats._rows = [int(s) for s in steps], list(values)
+        return stats
+
     def to_dict(self):
         "JSON-ready `{names, steps, <stat>: steps x layers lists}`."
         return {'names': list(self.names or ()), 'steps': self.steps.tolist(),

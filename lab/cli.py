@@ -1,27 +1,276 @@
-"""The command line shared by the Tiny ImageNet training scripts (D7): one set of flags, declared once."""
-import sys
+"""The one command line of the lab: every `Recipe` field is a flag, declared here once, for every training script.
 
-from fastcore.script import call_parse
+A training script is `run(recipe, opts)` plus its default recipe: `main = training_script(run, RECIPE)`. The recipe
+a run trains is resolved in this order: the script's `RECIPE`, scaled to the profile (quick on a CPU unless
+--full); or, with `--config <run>/config.json`, that run's saved recipe as it is; then every flag given on the
+command line. The model flags are the keys of the script's model config (e.g. --channels 32,64,128 --act gelu).
 
-from .profile import pick_profile
-from .runs import parse_seeds
+Errors are one line naming the flag or file and what was expected (exit code 2); `--debug` or LAB_DEBUG=1 shows the
+traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.runs.Stage`) and exits with 130.
+"""
+import argparse, importlib.util, os, signal, sys, traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
-__all__ = ['training_script']
+from .recipe import Recipe, scale_to_profile
+
+__all__ = ['Options', 'training_script', 'script_main', 'one_line_errors', 'parse_seeds', 'parse_jobs',
+           'recipe_flags', 'runtime_flags', 'resolve_recipe', 'Interrupted', 'load_script', 'SCRIPTS', 'recipe_argv']
+
+SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
+
+RUNTIME_HELP = dict(
+    out='results folder',
+    quick='quick profile: few images, few epochs, half-size images (the default without a GPU)',
+    full='full profile even without a GPU',
+    seeds='seeds: a count (2 means 0,1) or a list (0,1); default 1 (with --config: the run\'s own seed)',
+    jobs="training runs at once in separate processes: a number, or auto (several per GPU; 1 on a CPU)",
+    resume='continue the newest unfinished invocation of this stage: finished runs are kept, an interrupted run '
+           'continues from its last finished epoch',
+    config="a run's config.json: train exactly that recipe again, into <out>/rerun/ (flags given as well override it)",
+    from_="a stage folder to take the previous stage's choice from (default: the newest finished one on the same data)",
+    lr_find="run fastai's lr_find for the stage's first configuration, save the plot and suggestions, and stop",
+    debug='show the full traceback on errors',
+)
 
 
-def training_script(run, epochs_key='epochs'):
-    """A fastcore CLI (`--help` included) for `run(data, out, profile, seeds, epochs)`, the body of a training script.
+class Interrupted(KeyboardInterrupt):
+    "Raised by the SIGTERM handler, so that a killed run is treated like Ctrl-C: finished runs are kept."
 
-    The flags are resolved first: the profile (quick on a CPU unless --full), the list of seeds and the epochs
-    (default: the profile's `epochs_key`). Call the result as `main()` under `if __name__ == '__main__'`."""
-    def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
-             out: str = 'results',  # results folder
-             quick: bool = False,  # quick profile: few images and epochs (default without a GPU)
-             full: bool = False,  # full profile even without a GPU
-             epochs: int = None,  # epochs (default: the profile's)
-             seeds: str = '1'):  # seeds: a count (2 means 0,1) or a list (0,1)
-        profile = pick_profile(quick, full)
-        return run(data=data, out=out, profile=profile, seeds=parse_seeds(seeds),
-                   epochs=int(epochs or profile[epochs_key]))
-    main.__doc__ = sys.modules[run.__module__].__doc__ or run.__doc__  # --help shows the script's docstring
-    return call_parse(main)
+
+@dataclass
+class Options:
+    "How a stage runs (not what it trains): results folder, seeds, parallel jobs, resume, lr-finder."
+    out: str = 'results'
+    seeds: list = field(default_factory=lambda: [0])
+    jobs: object = 1
+    resume: bool = False
+    config: str = None
+    from_: str = None
+    lr_find: bool = False
+    profile: str = 'full'
+    model_overrides: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+def parse_seeds(seeds):
+    "Seeds from a flag: '0,1,2', or a count 3 (meaning 0,1,2), or a list; a ValueError names --seeds otherwise."
+    if isinstance(seeds, (list, tuple)): values = [int(s) for s in seeds]
+    else:
+        text = str(seeds).strip()
+        try:
+            if ',' in text or text.startswith('['):
+                values = [int(s) for s in text.strip('[]').split(',') if s.strip()]
+            else:
+                n = int(text)
+                if n < 1: raise ValueError(f"--seeds {seeds!r}: expected at least one seed")
+                values = list(range(n))
+        except ValueError as e:
+            if str(e).startswith('--seeds'): raise
+            raise ValueError(f"--seeds {seeds!r}: expected a count like 2 or a list like 0,1") from None
+    if not values: raise ValueError(f"--seeds {seeds!r}: expected at least one seed")
+    if any(s < 0 for s in values): raise ValueError(f"--seeds {seeds!r}: expected seeds >= 0")
+    if len(set(values)) < len(values):
+        raise ValueError(f"--seeds {seeds!r}: each seed may appear once (a repeated seed would repeat a run)")
+    return values
+
+
+def parse_jobs(jobs):
+    "'auto' or a whole number >= 1."
+    if str(jobs) == 'auto': return 'auto'
+    try: n = int(jobs)
+    except ValueError: n = 0
+    if n < 1: raise ValueError(f"--jobs {jobs!r}: expected a whole number >= 1 or auto")
+    return n
+
+
+def _optional(kind):
+    "A parser for a field that may be empty (None): '', 'none' -> None."
+    def parse(text):
+        return None if str(text).strip().lower() in ('', 'none', 'null') else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _int_list(text):
+    try: return [int(v) for v in str(text).replace(' ', '').split(',') if v]
+    except ValueError: raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def _flag(name): return '--' + name.rstrip('_').replace('_', '-')
+
+
+def recipe_flags(parser, model=None):
+    "Add every Recipe field (and the keys of `model`, the script's model config) as flags that default to 'not given'."
+    group = parser.add_argument_group('recipe (saved in config.json; default: the script\'s recipe, scaled to the profile)')
+    for f in fields(Recipe):
+        if f.name in ('model', 'profile', 'seed'): continue  # --quick/--full and --seeds set these
+        if f.type is bool:
+            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=f.metadata['help'])
+        else:
+            group.add_argument(_flag(f.name), dest=f.name, type=_optional(f.type), default=argparse.SUPPRESS,
+                               metavar=f.type.__name__.upper(), help=f.metadata['help'])
+    group.add_argument('--no-augment', dest='augment', action='store_const', const='none', default=argparse.SUPPRESS,
+                       help='no augmentation (the same as --augment none)')
+    if model:
+        mgroup = parser.add_argument_group('model (keys of the script\'s model config)')
+        for key, value in model.items():
+            if isinstance(value, dict): continue  # nested configs (the backbone's encoder) come with their checkpoint
+            kind = _int_list if isinstance(value, (list, tuple)) else _optional(type(value)) if value is not None else str
+            mgroup.add_argument(_flag(key), dest=f'model.{key}', type=kind, default=argparse.SUPPRESS,
+                                help=f'model: {key} (default: {value})')
+    return parser
+
+
+def recipe_argv(args, skip=()):
+    "The recipe flags given in `args` (a namespace parsed with `recipe_flags`) as command-line tokens, to hand on."
+    tokens = []
+    for f in fields(Recipe):
+        if f.name in skip or not hasattr(args, f.name): continue
+        value = getattr(args, f.name)
+        if f.type is bool: tokens.append(_flag(f.name) if value else '--no-' + f.name.replace('_', '-'))
+        else: tokens += [_flag(f.name), '' if value is None else str(value)]
+    return tokens
+
+
+def runtime_flags(parser):
+    "The flags that say how a stage runs: results folder, profile, seeds, jobs, resume, config, lr-finder, debug."
+    g = parser.add_argument_group('how the stage runs')
+    g.add_argument('--out', default='results', help=RUNTIME_HELP['out'])
+    g.add_argument('--quick', action='store_true', help=RUNTIME_HELP['quick'])
+    g.add_argument('--full', action='store_true', help=RUNTIME_HELP['full'])
+    g.add_argument('--seeds', default=None, help=RUNTIME_HELP['seeds'])
+    g.add_argument('--jobs', default='auto', help=RUNTIME_HELP['jobs'])
+    g.add_argument('--resume', action='store_true', help=RUNTIME_HELP['resume'])
+    g.add_argument('--config', default=None, help=RUNTIME_HELP['config'])
+    g.add_argument('--from', dest='from_', default=None, help=RUNTIME_HELP['from_'])
+    g.add_argument('--lr-find', action='store_true', help=RUNTIME_HELP['lr_find'])
+    g.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other error of the lab
+        raise SystemExit(f"{self.prog}: error: {message} (see --help)")
+
+
+def make_parser(doc, prog, model=None, extra=None):
+    "The parser of a training script: its docstring, the recipe and model flags, the runtime flags, then `extra`."
+    parser = _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runtime_flags(parser)
+    recipe_flags(parser, model)
+    if extra: extra(parser.add_argument_group('this script'))
+    return parser
+
+
+def resolve_recipe(default, args):
+    "The recipe to train: `default` scaled to the profile, or the --config recipe; then the flags given."
+    given = vars(args)
+    overrides = {k: v for k, v in given.items() if k in {f.name for f in fields(Recipe)}}
+    model_overrides = {k.split('.', 1)[1]: v for k, v in given.items() if k.startswith('model.')}
+    if args.config:
+        recipe = Recipe.load(args.config)
+        print(f"recipe: {args.config} (the saved recipe of that run; flags given override it)")
+    else:
+        from .profile import pick_profile
+        recipe = scale_to_profile(default, pick_profile(args.quick, args.full))
+    recipe = replace(recipe, **overrides)
+    if model_overrides: recipe = replace(recipe, model=dict(recipe.model, **model_overrides))
+    return recipe, model_overrides
+
+
+def _options(args, recipe, model_overrides, extra_names=()):
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else ([recipe.seed] if args.config else [0])
+    return Options(out=args.out, seeds=seeds, jobs=parse_jobs(args.jobs), resume=args.resume, config=args.config,
+                   from_=args.from_, lr_find=args.lr_find, profile=recipe.profile, model_overrides=model_overrides,
+                   extra={k: getattr(args, k) for k in extra_names})
+
+
+@contextmanager
+def one_line_errors(debug=False):
+    """Turn any error into one line on stderr (exit 2) and Ctrl-C/SIGTERM into 'interrupted' (exit 130).
+    `debug` (or LAB_DEBUG=1) lets the traceback through."""
+    debug = debug or os.environ.get('LAB_DEBUG', '') not in ('', '0')
+    previous = signal.getsignal(signal.SIGTERM)
+    def on_term(signum, frame): raise Interrupted(f"signal {signum}")
+    if _main_thread(): signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except SystemExit: raise
+    except KeyboardInterrupt as e:
+        if debug: traceback.print_exc()
+        print(f"interrupted ({e or 'Ctrl-C'}): finished runs are kept; rerun the same command with --resume "
+              f"to continue", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as e:
+        if debug: raise
+        print(f"error: {_message(e)} (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        if _main_thread(): signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _message(e):
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, KeyError)) and text:
+        return text.strip("'\"") if isinstance(e, KeyError) else text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def script_main(body, doc, prog, add_flags=None):
+    """A non-training script's main(argv=None): an argparse CLI (`add_flags(parser)`), then `body(args)`, with the
+    lab's one-line errors. For scripts whose flags are not a recipe (Task 1 probes, report, benchmark, predict)."""
+    def main(argv=None):
+        parser = _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if add_flags: add_flags(parser)
+        if not any(a.dest == 'debug' for a in parser._actions):
+            parser.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
+        args = _parse(parser, argv)
+        with one_line_errors(args.debug):
+            return body(args)
+    return main
+
+
+def _parse(parser, argv):
+    try: return parser.parse_args(argv)
+    except SystemExit as e:
+        if isinstance(e.code, str): print(e.code, file=sys.stderr); raise SystemExit(2) from None
+        raise
+
+
+def training_script(run, recipe, extra=None):
+    """`main(argv=None)` of a training script whose body is `run(recipe, opts)`: the recipe resolved from the script's
+    `recipe`, the profile, --config and the flags; `opts` the runtime `Options`. `extra(group)` adds script flags."""
+    module = sys.modules[run.__module__]
+    prog = os.path.basename(getattr(module, '__file__', None) or run.__module__)
+    def main(argv=None):
+        parser = make_parser(module.__doc__, prog, recipe.model, extra)
+        args = _parse(parser, argv)
+        with one_line_errors(args.debug):
+            resolved, model_overrides = resolve_recipe(recipe, args)
+            extra_names = [a.dest for g in parser._action_groups if g.title == 'this script' for a in g._group_actions]
+            opts = _options(args, resolved, model_overrides, extra_names)
+            if args.config:  # that run's recipe alone, not the stage's variants
+                from .stages import rerun
+                return rerun(opts, resolved, args.config)
+            return run(resolved, opts)
+    main.recipe, main.parser = recipe, lambda: make_parser(module.__doc__, prog, recipe.model, extra)
+    return main
+
+
+def load_script(name):
+    "A script of scripts/ as a module, loaded once: its `main(argv)` runs it in this process (no new interpreter)."
+    key = f'lab_scripts.{name}'
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, SCRIPTS / f'{name}.py')
+        if spec is None or not (SCRIPTS / f'{name}.py').is_file(): raise FileNotFoundError(f"{SCRIPTS / name}.py: no such script")
+        sys.modules[key] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[key]

@@ -1,4 +1,10 @@
-"""The test report of a trained classifier (T2.11, T2.12): accuracy, per-class P/R/F1, confusion matrix, samples."""
+"""Evaluating a trained run: the classifier's test report (T2.11, T2.12) and the U-Net's test and sim-to-real scores.
+
+`evaluate_run` is what a run does after training (lab.train) and what scripts/evaluate.py does for any finished run:
+classifier: accuracy with its 95% Wilson interval, per-class P/R/F1, confusion matrix (PNG + CSV), `show_results`
+and 10 random test images, plus test-time augmentation (`learn.tta`) when the recipe asks for it; U-Net: IoU, Dice
+and pixel accuracy on the held-out test frames and on the real Kaggle frame(s), with prediction figures.
+"""
 from pathlib import Path
 
 import matplotlib
@@ -6,12 +12,14 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .report import write_table
+from .report import wilson, write_table
 
-__all__ = ['test_report', 'per_class_table', 'plot_samples']
+__all__ = ['test_report', 'per_class_table', 'plot_samples', 'evaluate_run', 'tta_accuracy', 'seg_scores',
+           'plot_predictions']
 
 
 def per_class_table(targets, predictions, names):
@@ -37,21 +45,85 @@ def plot_samples(dl, predictions, targets, names, path, n=10, seed=0):
     return Path(path)
 
 
-def test_report(learn, dl, names, folder, seed=0):
-    """Evaluate `learn` on the labelled `dl`; write per_class.md/csv, confusion_matrix.png/csv,
-    show_results.png and test_samples.png into `folder`; return dict(test_acc, macro_f1, n)."""
+def test_report(learn, dl, names, folder, seed=0, figures=True, title='Test set'):
+    """Evaluate `learn` on the labelled `dl`; write per_class.md/csv and confusion_matrix.csv (and, with `figures`,
+    confusion_matrix.png, show_results.png, test_samples.png) into `folder`; return dict(test_acc, macro_f1, n...)."""
     folder = Path(folder)
     _, targets, predictions = learn.get_preds(dl=dl, with_decoded=True)
     predictions, targets = predictions.numpy(), targets.numpy()
     acc = float((predictions == targets).mean())
+    lo, hi = wilson(acc, len(targets))
     table = per_class_table(targets, predictions, names)
-    write_table(table, folder, 'per_class', title=f'Test set, seed {seed}: accuracy {acc:.2%} on {len(targets)} images')
+    write_table(table, folder, 'per_class', title=f'{title}, seed {seed}: accuracy {acc:.2%} (95% Wilson interval '
+                                                  f'{lo:.1%}-{hi:.1%}) on {len(targets)} images')
     cm = confusion_matrix(targets, predictions, labels=range(len(names)))
     pd.DataFrame(cm, index=[f'true {n}' for n in names], columns=[f'pred {n}' for n in names]).to_csv(
         folder / 'confusion_matrix.csv')
-    ClassificationInterpretation.from_learner(learn, dl=dl).plot_confusion_matrix(figsize=(8, 8), title=f'Confusion matrix (test, acc {acc:.1%})')
-    plt.gcf().savefig(folder / 'confusion_matrix.png', dpi=110, bbox_inches='tight'); plt.close('all')
-    learn.show_results(dl=dl, max_n=9)
-    plt.gcf().savefig(folder / 'show_results.png', dpi=110, bbox_inches='tight'); plt.close('all')
-    plot_samples(dl, predictions, targets, names, folder / 'test_samples.png', seed=seed)
-    return dict(test_acc=acc, macro_f1=float(table['f1'].iloc[-1]), n=len(targets))
+    if figures:
+        ClassificationInterpretation.from_learner(learn, dl=dl).plot_confusion_matrix(
+            figsize=(8, 8), title=f'Confusion matrix ({title.lower()}, acc {acc:.1%})')
+        plt.gcf().savefig(folder / 'confusion_matrix.png', dpi=110, bbox_inches='tight'); plt.close('all')
+        learn.show_results(dl=dl, max_n=9)
+        plt.gcf().savefig(folder / 'show_results.png', dpi=110, bbox_inches='tight'); plt.close('all')
+        plot_samples(dl, predictions, targets, names, folder / 'test_samples.png', seed=seed)
+    return dict(test_acc=acc, test_acc_lo=lo, test_acc_hi=hi, macro_f1=float(table['f1'].iloc[-1]), n=len(targets))
+
+
+def tta_accuracy(learn, dl):
+    "Accuracy of fastai's test-time augmentation (`learn.tta`: 4 augmented passes blended with the plain one) on `dl`."
+    preds, targets = learn.tta(dl=dl)
+    return float((preds.argmax(dim=1) == targets).float().mean())
+
+
+def plot_predictions(learn, dl, folder, n=4, threshold=0.5, prefix='prediction'):
+    "`n` figures `<prefix>_<k>.png` of frames of `dl`: input, predicted mask (sigmoid > threshold), true mask."
+    learn.model.eval()
+    xb, yb = dl.one_batch()
+    with torch.no_grad(): probs = torch.sigmoid(learn.model(xb).float()).squeeze(1).cpu()
+    images = dl.decode((xb,))[0].cpu()
+    paths = []
+    for k in range(min(n, len(xb))):
+        fig, axs = plt.subplots(1, 3, figsize=(9, 3.2))
+        panels = [(images[k].permute(1, 2, 0).numpy().astype('uint8'), 'input'),
+                  ((probs[k] > threshold).numpy(), f'predicted (p > {threshold})'), (yb[k].cpu().numpy(), 'true rock mask')]
+        for ax, (img, title) in zip(axs, panels):
+            ax.imshow(img, cmap=None if img.ndim == 3 else 'gray', vmin=0, vmax=1 if img.ndim == 2 else None)
+            ax.set_title(title, fontsize=9); ax.axis('off')
+        fig.tight_layout(); paths.append(Path(folder) / f'{prefix}_{k}.png'); fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def seg_scores(learn, dl, prefix):
+    "`{prefix}_loss, _iou, _dice, _pixel_acc` of `learn` on the labelled `dl` (threshold 0.5, counts over all pixels)."
+    values = learn.validate(dl=dl)
+    return {f'{prefix}_{k}': float(v) for k, v in zip(('loss', 'iou', 'dice', 'pixel_acc'), values)}
+
+
+def evaluate_run(learn, data, recipe, folder, options):
+    "Everything a run reports after training (see the module docstring); returns the numbers for its summary."
+    folder, out = Path(folder), {}
+    if recipe.task == 'classify':
+        if recipe.tta and not recipe.train_on_valid: out['valid_acc_tta'] = tta_accuracy(learn, learn.dls.valid)
+        if options.test:
+            tdl = data.test_dl()
+            out.update(test_report(learn, tdl, data.names, folder, seed=recipe.seed, figures=options.figures))
+            if recipe.tta: out['test_acc_tta'] = tta_accuracy(learn, tdl)
+        return out
+    if options.figures:
+        plot_predictions(learn, learn.dls.valid, folder)
+        learn.show_results(max_n=4, figsize=(8, 8))
+        plt.gcf().savefig(folder / 'show_results.png', dpi=100, bbox_inches='tight'); plt.close('all')
+    if options.test and data.test_items:
+        tdl = data.test_dl()
+        out.update(seg_scores(learn, tdl, 'test'), n_test=len(data.test_items))
+        if options.figures: plot_predictions(learn, tdl, folder, n=3, prefix='test_prediction')
+    if options.real_pair:
+        from .data import real_moon_pair
+        found = real_moon_pair()
+        if found:
+            place, pairs = found
+            rdl = data.test_dl(pairs)
+            out.update(seg_scores(learn, rdl, 'real'), real_frames=len(pairs), real_data=str(place))
+            if options.figures: plot_predictions(learn, rdl, folder, n=1, prefix='real_prediction')
+    return out

@@ -15,7 +15,7 @@ from torch import Tensor
 from fastai.metrics import Metric
 
 __all__ = ['seg_stats', 'iou_score', 'dice_score', 'pixel_accuracy', 'IoU', 'DiceScore', 'PixelAccuracy',
-           'seg_metrics', 'soft_dice_loss', 'BCEDiceLoss', 'seg_loss', 'SEG_LOSSES']
+           'seg_metrics', 'soft_dice_loss', 'BCEDiceLoss', 'seg_loss', 'SEG_LOSSES', 'DeviceAccuracy', 'all_reduce_sum']
 
 
 def _align(logits, target):
@@ -51,21 +51,56 @@ def pixel_accuracy(tp, fp, fn, tn):
     return (tp + tn) / n if n else math.nan
 
 
-class _CountMetric(Metric):
-    "A fastai metric that sums `seg_stats` over the batches and scores the totals with `score`."
-    score, metric_name = None, None
+def all_reduce_sum(t):
+    "`t` summed over the processes of a distributed run (DDP under torchrun); `t` itself otherwise."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone(); dist.all_reduce(t)
+    return t
+
+
+class _DeviceCounts(Metric):
+    """A fastai metric that adds up counts on the device and reads them once, at the end of the epoch.
+
+    fastai's `AvgMetric` copies every batch's value to the CPU (a host sync per batch, which stalls a GPU whose
+    batches take milliseconds); under DDP the counts are summed over the processes when read."""
+    n_counts = 1
+
+    def reset(self): self.counts = None
+
+    def accumulate(self, learn):
+        c = self.batch_counts(learn.pred, *learn.yb)
+        self.counts = c if self.counts is None else self.counts + c
+
+    def totals(self):
+        return [0] * self.n_counts if self.counts is None else all_reduce_sum(self.counts).tolist()
+
+
+class DeviceAccuracy(_DeviceCounts):
+    "Classification accuracy (argmax), counted on the device; the name 'accuracy' as fastai's."
+    n_counts, name = 2, 'accuracy'
+
+    def batch_counts(self, pred, targ):
+        return torch.stack([(pred.argmax(dim=-1) == targ).sum(), torch.tensor(targ.numel(), device=targ.device)])
+
+    @property
+    def value(self):
+        correct, n = self.totals()
+        return correct / n if n else None
+
+
+class _CountMetric(_DeviceCounts):
+    "A fastai metric that sums `seg_stats` over the batches (on the device) and scores the totals with `score`."
+    score, metric_name, n_counts = None, None, 4
 
     def __init__(self, threshold=0.5):
         self.threshold = threshold
         self.reset()
 
-    def reset(self): self.counts = torch.zeros(4, dtype=torch.long)
-
-    def accumulate(self, learn):
-        self.counts += seg_stats(learn.pred, *learn.yb, threshold=self.threshold).cpu()
+    def batch_counts(self, pred, targ): return seg_stats(pred, targ, threshold=self.threshold)
 
     @property
-    def value(self): return float(self.score(*self.counts.tolist()))
+    def value(self): return float(self.score(*self.totals()))
 
     @property
     def name(self): return self.metric_name

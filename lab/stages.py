@@ -1,114 +1,78 @@
-"""Task 2 stages: train a set of ResNet variants over seeds, tabulate, pick the best, hand it to the next stage.
+"""Stages: train variants x seeds from their recipes, tabulate with intervals, pick the best, hand it to the next stage.
 
-Every stage invocation writes ``<out>/<stage>/<timestamp>/`` (see `lab.runs`): one run folder per variant and
-seed, `table.md`/`table.csv`, overlay plots and `summary.json` with the best configuration, which the next
-stage reads (`previous_choice`). The data split is fixed (seed 42) across seeds so that the seeds vary only
-the initialisation and the batch order, and every variant is judged on the same valid images.
+A stage invocation writes ``<out>/<stage>/<timestamp>/`` (`lab.runs.Stage`): one run folder per variant and seed,
+`table.md`/`table.csv`, overlay plots and `summary.json` with the best variant's recipe, which the next stage reads
+through `lab.runs.stage_choice`. The data split is fixed (`split_seed`) across seeds, so that the seeds vary only the
+initialisation, the batch order and the augmentation, and every variant is judged on the same valid images.
 """
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from fastai.losses import LabelSmoothingCrossEntropyFlat
-from fastai.torch_core import set_seed
+from .callbacks import ActivationStatsLite, GradientStats, plot_layer_profiles, plot_runs_over_steps
+from .data import resolve_data
+from .jobs import seeded, train_runs
+from .recipe import describe_model
+from .report import compare, mean_std, plot_overlay, seed_interval, write_table
+from .runs import Stage, latest_stage_summary
+from .train import RunOptions, load_history
 
-from arch.resnet import ResNet, resnet_splitter
-from data.locate import find_tiny_imagenet
-from data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
-from .callbacks import (ActivationStatsLite, GradientStats, plot_activation_stats, plot_layer_profiles,
-                        plot_norms_over_steps, plot_runs_over_steps)
-from .profile import loader_workers
-from .report import compare, mean_std, plot_overlay, write_table
-from .runs import latest_stage_summary, stage_dir, write_json
-from .train import fit_run, load_history, make_learner
-
-__all__ = ['BASELINE', 'FINAL_RECIPE', 'tiny_imagenet_data', 'previous_choice', 'run_resnet_stage', 'aggregate_runs',
-           'overfitting_text', 'blocks_variants', 'activation_variants', 'train_variant', 'experiments_table', 'STAGE_LABELS']
-
-# The baseline (T2.5/T2.6): 3x3 stem for 64 px input, 4 stages of two blocks, ReLU: 2.80M parameters, the
-# ResNet18 layout at half width so that it keeps inside the 5M budget with room for stage 3.2's [3,3,3,3].
-BASELINE = dict(channels=(32, 64, 128, 256), blocks=(2, 2, 2, 2), act='relu', stem='3x3')
-# The stronger recipe of the final model and the 128 px classifier (T2.10 allows AdamW and augmentation): the
-# spec's plain Adam 1e-3 (T2.5) plateaus early, the GPU anchor table shows one-cycle AdamW with label smoothing ahead.
-FINAL_RECIPE = dict(opt='adamw', lr=3e-3, wd=0.05, schedule='one_cycle', label_smoothing=0.1)
+__all__ = ['rerun', 'open_stage', 'classifier_row', 'seg_row', 'run_resnet_stage', 'overfitting_text', 'blocks_variants',
+           'activation_variants', 'experiments_table', 'STAGE_LABELS', 'stage_summary', 'lr_find_stage']
 
 
 def blocks_variants(base):
     "Stage 3.2's variants: A, B, C = 1, 2, 3 blocks in every stage of `base`'s channels."
-    return {label: dict(base, blocks=(n,) * len(base['channels'])) for label, n in zip('ABC', (1, 2, 3))}
+    n_stages = len(base.model['channels'])
+    return {label: replace(base, model=dict(base.model, blocks=[n] * n_stages)) for label, n in zip('ABC', (1, 2, 3))}
 
 
 def activation_variants(base):
     "Stage 3.3's variants: A-D = ReLU, LeakyReLU, ELU, GELU on `base`."
-    return {label: dict(base, act=act) for label, act in zip('ABCD', ('relu', 'leakyrelu', 'elu', 'gelu'))}
+    return {label: replace(base, model=dict(base.model, act=act))
+            for label, act in zip('ABCD', ('relu', 'leakyrelu', 'elu', 'gelu'))}
 
 
-STAT_COLUMNS = ('dead_share', 'act_std_last', 'grad_first_over_last')
+def open_stage(opts, name, recipe):
+    "The `Stage` of one invocation: its key is the resolved recipe and the seeds (what --resume must find again)."
+    recipe = resolve_data(recipe, say=True)
+    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe
 
 
-def save_stats(grad_stats, act_stats, run_dir, title):
-    """Write a run's statistics (CSV and PNG) and return their summary: mean dead share, last-layer activation std,
-    and the ratio of the first to the last layer's weight-gradient norm, each averaged over training."""
-    run_dir = Path(run_dir)
-    grad_stats.to_frame().to_csv(run_dir / 'gradient_stats.csv', index=False)
-    act_stats.to_frame().to_csv(run_dir / 'activation_stats.csv', index=False)
-    plot_norms_over_steps(grad_stats, run_dir / 'gradient_norms.png', title=f'{title}: gradients over training')
-    plot_activation_stats(act_stats, run_dir / 'activation_stats.png', title=f'{title}: activations over training')
-    g = grad_stats.grad_norms.mean(0)
-    return dict(dead_share=float(np.nanmean(act_stats.dead)), act_std_last=float(np.nanmean(act_stats.stds[:, -1])),
-                grad_first_over_last=float(g[0] / g[-1]))
-
-
-def plot_stats_side_by_side(recorded, folder):
-    """The variants' statistics side by side (`recorded`: name -> (GradientStats, ActivationStatsLite)), first seed:
-    statistics_per_layer.png (activation mean, std, share <= 0 and weight-gradient norm per layer, averaged over
-    training) and gradients_over_training.png (weight-gradient norms of layers spread over depth, per batch)."""
-    def per_layer(stat): return {k: np.nanmean(stat(cbs), axis=0) for k, cbs in recorded.items()}
-    plot_layer_profiles({'activation mean': per_layer(lambda c: c[1].means),
-                         'activation std': per_layer(lambda c: c[1].stds),
-                         'share of activations <= 0': per_layer(lambda c: c[1].dead),
-                         'weight-gradient L2 norm': per_layer(lambda c: c[0].grad_norms)},
-                        Path(folder) / 'statistics_per_layer.png', title='per layer, averaged over training (first seed)')
-    plot_runs_over_steps({k: cbs[0] for k, cbs in recorded.items()}, Path(folder) / 'gradients_over_training.png',
-                         title='weight-gradient norms over training (first seed)')
-
-
-def tiny_imagenet_data(data, profile, size=64, augment=True, split_seed=42):
-    "Locate (or generate) Tiny ImageNet, split it and build DataLoaders for `profile`: (splits, dls, source)."
-    root, source = find_tiny_imagenet(data)
-    splits = load_tiny_imagenet(root, seed=split_seed, max_per_class=profile['max_per_class'])
-    dls = tiny_imagenet_dls(splits, size=size, bs=profile['bs'], augment=augment, num_workers=loader_workers())
-    print(f"data: {root} ({source}); {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test "
-          f"images, {len(splits.names)} classes; test = the official val split (the test split has no labels)")
-    return splits, dls, source
-
-
-def previous_choice(out, stage, default):
-    "The best configuration chosen by the newest finished run of `stage` under `out`, or `default` (said)."
-    summary = latest_stage_summary(out, stage)
-    if summary is None:
-        print(f"NOTICE: no finished {stage} run under {out}; using the documented default {default}")
-        return dict(default), f"default (no {stage} run found)"
-    print(f"using the choice of {stage}: {summary['best']} {summary['best_config']} ({summary['path']})")
-    return dict(summary['best_config']), f"{stage}: {summary['conclusion']}"
-
-
-def aggregate_runs(name, config, runs):
-    "One table row from a variant's run summaries (one per seed): means and stds over seeds."
+def classifier_row(name, recipe, runs):
+    "One table row of a classifier variant from its runs (one per seed): means, 95% seed intervals, sizes."
     def pick(key, where='best'): return [r[where][key] for r in runs]
-    acc, acc_sd = mean_std(pick('valid_accuracy'))
-    train_acc, _ = mean_std(pick('train_accuracy'))
-    final_gap, _ = mean_std([r['final']['train_accuracy'] - r['final']['valid_accuracy'] for r in runs])
-    return dict(name=name, config=_describe(config), params_M=round(runs[0]['params'] / 1e6, 3),
-                valid_acc=acc, valid_acc_std=acc_sd, train_acc=train_acc,
-                final_valid_acc=mean_std(pick('valid_accuracy', 'final'))[0], final_gap=final_gap,
-                valid_loss_rise=mean_std([r['final']['valid_loss'] - r['min_valid_loss'] for r in runs])[0],
-                best_epoch=mean_std([r['best_epoch'] for r in runs])[0], n_seeds=len(runs),
-                seconds=mean_std([r['wall_seconds'] for r in runs])[0])
+    acc = pick('valid_accuracy')
+    row = dict(name=name, config=describe_model(recipe), params_M=round(runs[0]['params'] / 1e6, 3),
+               valid_acc=mean_std(acc)[0], valid_acc_std=mean_std(acc)[1], valid_acc_ci=seed_interval(acc),
+               n_eval=runs[0].get('n_valid'), train_acc=mean_std(pick('train_accuracy'))[0],
+               final_valid_acc=mean_std(pick('valid_accuracy', 'final'))[0],
+               final_gap=mean_std([r['final']['train_accuracy'] - r['final']['valid_accuracy'] for r in runs])[0],
+               valid_loss_rise=mean_std([r['final']['valid_loss'] - r['min_valid_loss'] for r in runs])[0],
+               best_epoch=mean_std([r['best_epoch'] for r in runs])[0], n_seeds=len(runs),
+               seconds=mean_std([r['wall_seconds'] for r in runs])[0])
+    if 'test_acc' in runs[0]:
+        test = [r['test_acc'] for r in runs]
+        row.update(test_acc=mean_std(test)[0], test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test),
+                   test_lo=float(np.mean([r['test_acc_lo'] for r in runs])),
+                   test_hi=float(np.mean([r['test_acc_hi'] for r in runs])), n_test=runs[0]['n'])
+    return row
 
 
-def _describe(cfg):
-    return ' '.join(f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in cfg.items())
+def seg_row(name, runs, epochs):
+    "A table row of a U-Net variant: valid (and test, real-frame) IoU, Dice, pixel accuracy, mean +- std over seeds."
+    row = dict(name=name)
+    for m in ('iou', 'dice', 'pixel_acc'):
+        row[m], row[f'{m}_std'] = mean_std([r['best'][f'valid_{m}'] for r in runs])
+        row[f'{m}_ci'] = seed_interval([r['best'][f'valid_{m}'] for r in runs])
+    for where in ('test', 'real'):
+        if f'{where}_iou' in runs[0]:
+            for m in ('iou', 'dice', 'pixel_acc'):
+                row[f'{where}_{m}'], row[f'{where}_{m}_std'] = mean_std([r[f'{where}_{m}'] for r in runs])
+    row.update(params_M=round(runs[0]['params'] / 1e6, 3), trainable_M=round(runs[0]['trainable_params'] / 1e6, 3),
+               epochs=epochs, seconds=mean_std([r['wall_seconds'] for r in runs])[0], n_seeds=len(runs))
+    return row
 
 
 def overfitting_text(rows, gap_threshold=0.10):
@@ -123,54 +87,89 @@ def overfitting_text(rows, gap_threshold=0.10):
     return '\n'.join(lines)
 
 
-def train_variant(name, cfg, dls, folder, seed, epochs, profile, source, lr=1e-3, opt='adam', wd=0.0,
-                  schedule='constant', label_smoothing=0.0, cbs=()):
-    "Train one ResNet variant for one seed into `folder/<name>-seed<seed>`; return (learner, summary)."
-    set_seed(seed)
-    model = ResNet(**cfg)
-    loss_func = LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else None
-    learn = make_learner(model, dls, resnet_splitter, loss_func=loss_func, opt=opt, wd=wd, cbs=cbs)
-    config = dict(variant=name, model=cfg, data_source=source, profile=profile, lr=lr, opt=opt, wd=wd,
-                  label_smoothing=label_smoothing)
-    return learn, fit_run(learn, Path(folder) / f'{name}-seed{seed}', epochs, lr, config, seed=seed, schedule=schedule)
+def stage_summary(stage_name, title, recipe, variants, best, rows, conclusion, opts, **extra):
+    "The stage summary every later reader relies on: best variant and its recipe, rows, provenance (data key)."
+    return dict(stage=stage_name, title=title, best=best, best_recipe=variants[best].to_dict(),
+                best_config=describe_model(variants[best]), conclusion=conclusion, rows=rows, recipe=recipe.to_dict(),
+                data_key=recipe.data_key(), data=recipe.data, classes=recipe.classes, profile=recipe.profile,
+                seeds=opts.seeds, epochs=recipe.epochs, **extra)
 
 
-def run_resnet_stage(stage, variants, *, out, data, profile, seeds, epochs, title, chosen_from=None, stats=False):
-    """Train every variant (name -> ResNet kwargs) for every seed, write the stage's table, plots and summary.
+def lr_find_stage(st, recipe):
+    "fastai's lr_find for `recipe` (the stage's first configuration): lr_find.png and lr_find.json in the stage folder."
+    import matplotlib.pyplot as plt
+    from fastai.callback.schedule import minimum, slide, steep, valley
+    from .data import build_data
+    from .runs import write_json
+    from .train import build_model, make_learner, seed_everything
+    seed_everything(recipe.seed)
+    data = build_data(recipe)
+    learn = make_learner(recipe, build_model(recipe), data.dls)
+    learn.path, learn.model_dir = st.folder, '.'
+    found = learn.lr_find(suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
+    plt.gcf().savefig(st.folder / 'lr_find.png', dpi=110, bbox_inches='tight'); plt.close('all')
+    suggested = {k: float(v) for k, v in found._asdict().items()}
+    write_json(st.folder / 'lr_find.json', dict(suggested=suggested, recipe=recipe.to_dict(),
+                                                note='fastai lr_find on the stage\'s first configuration'))
+    st.mark('lr_find')
+    print(f"lr_find ({st.folder}): " + ', '.join(f'{k} {v:.2e}' for k, v in suggested.items()) +
+          f"; the recipe's lr is {recipe.lr:g}")
+    return suggested
 
-    `stats`: record per-layer gradient and activation statistics of every run (`lab.callbacks`), save them
-    per run, add their summary columns to the table and draw the variants side by side.
-    Returns the stage summary (also written as summary.json), whose `best_config` the next stage reads.
-    """
-    with stage_dir(out, stage) as folder:
-        splits, dls, source = tiny_imagenet_data(data, profile)
-        rows, histories, recorded = [], {}, {}
-        every = max(1, len(dls.train) * epochs // 100)  # about 100 records per run, whatever its length
-        for name, cfg in variants.items():
-            runs = []
-            for seed in seeds:
-                cbs = [GradientStats(every=every), ActivationStatsLite(every=every)] if stats else []
-                learn, summary = train_variant(name, cfg, dls, folder, seed, epochs, profile, source, cbs=cbs)
-                if stats: summary.update(save_stats(*cbs, folder / f'{name}-seed{seed}', title=f'{name} ({cfg["act"]})'))
-                runs.append(summary)
-                histories[name if len(seeds) == 1 else f'{name} s{seed}'] = load_history(folder / f'{name}-seed{seed}')
-                if stats and seed == seeds[0]: recorded[f"{name}: {cfg['act']}"] = cbs
-            rows.append(aggregate_runs(name, cfg, runs))
-            if stats: rows[-1].update({k: mean_std([r[k] for r in runs])[0] for k in STAT_COLUMNS})
-        if stats: plot_stats_side_by_side(recorded, folder)
+
+def run_resnet_stage(opts, stage_name, variants, recipe, title, chosen_from=None, stats=False):
+    """Train every variant (name -> Recipe) for every seed, write the stage's table, plots and summary (Task 2).
+
+    `stats`: record per-layer gradient and activation statistics of every run (`lab.callbacks`), add their summary
+    columns to the table and draw the variants side by side. Returns the stage summary."""
+    st, recipe = open_stage(opts, stage_name, recipe)
+    variants = {k: resolve_data(v) for k, v in variants.items()}
+    with st:
+        if st.done: return st.done
+        if opts.lr_find: return lr_find_stage(st, next(iter(variants.values())))
+        runs = train_runs(st, seeded(variants, opts.seeds), RunOptions(stats=stats), jobs=opts.jobs)
+        rows, histories = [], {}
+        for name, r in variants.items():
+            mine = [runs[f'{name}-seed{s}'] for s in opts.seeds]
+            rows.append(classifier_row(name, r, mine))
+            if stats: rows[-1].update({k: mean_std([m[k] for m in mine])[0] for k in STAT_COLUMNS})
+            for s in opts.seeds:
+                histories[name if len(opts.seeds) == 1 else f'{name} s{s}'] = load_history(st.run_dir(f'{name}-seed{s}'))
+        if stats: plot_stats_side_by_side({f"{n}: {r.model['act']}": st.run_dir(f'{n}-seed{opts.seeds[0]}')
+                                           for n, r in variants.items()}, st.folder)
         for col in ('valid_accuracy', 'train_accuracy', 'valid_loss', 'train_loss'):
-            plot_overlay(histories, col, folder / f'{col}.png', title=f'{title}: {col}')
+            plot_overlay(histories, col, st.folder / f'{col}.png', title=f'{title}: {col}')
         verdict = compare(rows, 'valid_acc')
-        best = verdict['best']
         analysis = (f"{verdict['text']}\n\nOverfitting:\n{overfitting_text(rows)}\n\n"
-                    f"Data: {source}; profile {profile['name']}; seeds {seeds}; {epochs} epochs; valid = best epoch.")
-        write_table(rows, folder, title=title, notes=analysis)
-        summary = dict(stage=stage, title=title, best=best, best_config=variants[best], conclusion=verdict['text'],
-                       significant=verdict['significant'], rows=rows, analysis=analysis, chosen_from=chosen_from,
-                       data_source=source, profile=profile['name'], seeds=seeds, epochs=epochs)
-        write_json(folder / 'summary.json', summary)
-        print(f"\n{title}\n{analysis}")
+                    f"Data: {recipe.data} ({len(recipe.classes.split(','))} classes, {rows[0]['n_eval']} valid images); "
+                    f"profile {recipe.profile}; seeds {opts.seeds}; {recipe.epochs} epochs; valid = best epoch; "
+                    f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict.")
+        write_table(rows, st.folder, title=title, notes=analysis)
+        summary = st.finish(stage_summary(stage_name, title, recipe, variants, verdict['best'], rows, verdict['text'], opts,
+                                          significant=verdict['significant'], analysis=analysis, chosen_from=chosen_from))
+    print(f"\n{title}\n{analysis}")
     return summary
+
+
+STAT_COLUMNS = ('dead_share', 'act_std_last', 'grad_first_over_last')
+
+
+def plot_stats_side_by_side(run_dirs, folder):
+    """The variants' statistics side by side (`run_dirs`: label -> run folder with its statistics CSVs):
+    statistics_per_layer.png (activation mean, std, share <= 0 and weight-gradient norm per layer, averaged over
+    training) and gradients_over_training.png (weight-gradient norms of layers spread over depth, per batch)."""
+    import pandas as pd
+    recorded = {k: (GradientStats.from_frame(pd.read_csv(Path(d) / 'gradient_stats.csv')),
+                    ActivationStatsLite.from_frame(pd.read_csv(Path(d) / 'activation_stats.csv')))
+                for k, d in run_dirs.items()}
+    def per_layer(stat): return {k: np.nanmean(stat(cbs), axis=0) for k, cbs in recorded.items()}
+    plot_layer_profiles({'activation mean': per_layer(lambda c: c[1].means),
+                         'activation std': per_layer(lambda c: c[1].stds),
+                         'share of activations <= 0': per_layer(lambda c: c[1].dead),
+                         'weight-gradient L2 norm': per_layer(lambda c: c[0].grad_norms)},
+                        Path(folder) / 'statistics_per_layer.png', title='per layer, averaged over training (first seed)')
+    plot_runs_over_steps({k: cbs[0] for k, cbs in recorded.items()}, Path(folder) / 'gradients_over_training.png',
+                         title='weight-gradient norms over training (first seed)')
 
 
 STAGE_LABELS = {'stage2_baseline': 'Baseline', 'stage3_1_channels': '3.1', 'stage3_2_blocks': '3.2',
@@ -181,21 +180,41 @@ def experiments_table(out, folder, current=None):
     """The summary of all experiments (T2.13) from the newest finished run of every stage under `out`
     (`current`: a stage summary not yet published, e.g. the final stage writing this table).
     Writes experiments.md/csv into `folder` with the analysis, and returns the frame."""
-    rows, missing = [], []
+    rows, missing, keys = [], [], {}
     for stage, label in STAGE_LABELS.items():
         summary = current if current and current['stage'] == stage else latest_stage_summary(out, stage)
         if summary is None: missing.append(stage); continue
+        keys[label] = summary.get('data_key')
         for r in summary['rows']:
+            if label == 'Final' and r['name'] != summary['best']: continue  # the recipe ablation has its own table
             rows.append(dict(stage=label, variant=label if label in ('Baseline', 'Final') else f"{label}-{r['name']}",
                              configuration=r['config'], params_M=r['params_M'], valid_acc=r['valid_acc'],
-                             valid_acc_std=r['valid_acc_std'], train_acc=r['train_acc'], gap=r['final_gap'],
+                             valid_acc_ci=r.get('valid_acc_ci'), train_acc=r['train_acc'], gap=r['final_gap'],
                              best_epoch=r['best_epoch'], test_acc=r.get('test_acc', float('nan')),
-                             seeds=r['n_seeds'], data=summary['data_source'], profile=summary['profile']))
+                             seeds=r['n_seeds'], profile=summary['profile']))
     if not rows: raise FileNotFoundError(f"no finished stage runs under {out}: run the stage scripts first")
-    best = max(rows, key=lambda r: r['valid_acc'])
+    best = max((r for r in rows if r['stage'] != 'Final'), key=lambda r: r['valid_acc'], default=rows[0])
     over = [f"{r['variant']} ({r['gap']:.1%})" for r in rows if r['gap'] > 0.10]
-    notes = (f"Best valid accuracy: {best['variant']} ({best['configuration']}) with {best['valid_acc']:.2%}.\n\n"
+    distinct = {str(k) for k in keys.values()}
+    notes = (f"Best valid accuracy among the comparisons (spec recipe): {best['variant']} ({best['configuration']}) "
+             f"with {best['valid_acc']:.2%}. The final model is trained with the final recipe (see its section).\n\n"
              f"Overfitting signs (train accuracy more than 10 points above valid at the last epoch): "
              f"{', '.join(over) if over else 'none'}.\n\n"
+             + (f"WARNING: these stages ran on different data, classes, split or profile: "
+                f"{', '.join(f'{k}: {v}' for k, v in keys.items())}.\n\n" if len(distinct) > 1 else '')
              + (f"Stages not run yet: {', '.join(missing)}.\n" if missing else ''))
     return write_table(rows, folder, 'experiments', title='All experiments (T2.13)', notes=notes)
+
+
+def rerun(opts, recipe, config_path):
+    """Train the recipe of a run's config.json alone (--config), into ``<out>/rerun/<timestamp>/<run>/``: the same
+    numbers as that run (on a CPU at the same thread count), without touching the stages' chain of choices."""
+    from .runs import read_json
+    name = read_json(config_path).get('run', 'run').rsplit('-seed', 1)[0]
+    st, recipe = open_stage(opts, 'rerun', recipe)
+    with st:
+        if st.done: return st.done
+        runs = train_runs(st, seeded({name: recipe}, opts.seeds), RunOptions(test=recipe.task == 'classify'),
+                          jobs=opts.jobs)
+        return st.finish(dict(rerun_of=str(config_path), runs=list(runs), recipe=recipe.to_dict(),
+                              data_key=recipe.data_key(), profile=recipe.profile, seeds=opts.seeds))

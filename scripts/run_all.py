@@ -1,51 +1,78 @@
 #!/usr/bin/env python
-"""Run every experiment of the lab in order, each as its own script, then the report.
+"""Run every experiment of the lab in order, in this one process, then the report.
 
-Task 1 probes -> Task 2 stages (baseline, 3.1, 3.2, 3.3, final; each stage reads the previous one's choice)
--> Task 3 (128 px classifier, U-Net, U-Net on the classifier's backbone) -> report. Without a GPU the quick
-profile runs (say --full to override). Stops at the first failing script; times go to results/run_all/<timestamp>/times.json.
+Task 1 probes -> Task 2 stages (baseline, 3.1, 3.2, 3.3, final; each stage reads the previous one's choice) ->
+Task 3 (128 px classifier, U-Net, U-Net on the classifier's backbone) -> report (REPORT.md, REPORT.html). Without a
+GPU the quick profile runs (say --full to override). The scripts run in this process (fastai is imported once), each
+as if called on its own with the flags given here: the recipe flags go to every training script. Stops at the first
+failing script; `--resume` continues every stage where it stopped (finished stages and runs are kept, not redone).
+Times go to results/run_all/<timestamp>/times.json.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import subprocess, time
-from fastcore.script import call_parse
+import argparse, time
 
+from lab.cli import _Parser, load_script, one_line_errors, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags
 from lab.profile import pick_profile
 from lab.runs import stage_dir, write_json
 
-HERE = Path(__file__).resolve().parent
-# script, takes --data (Tiny ImageNet) / --moon, trains (takes --epochs/--seeds)
-SCRIPTS = [('task1_variance', 'tiny', False), ('task1_gradients', None, False),
+# script, the data it takes (Tiny ImageNet / moon), whether it trains (takes the recipe and runtime flags)
+SCRIPTS = [('task1_variance', 'tiny', False), ('task1_gradients', 'tiny', False),
            ('stage2_baseline', 'tiny', True), ('stage3_1_channels', 'tiny', True), ('stage3_2_blocks', 'tiny', True),
            ('stage3_3_activations', 'tiny', True), ('stage4_final', 'tiny', True),
            ('task3_classifier128', 'tiny', True), ('task3_unet', 'moon', True), ('task3_unet_backbone', 'moon', True),
            ('report', None, False)]
 
 
-@call_parse
-def main(data: str = None,  # Tiny ImageNet folder (default: known places, else a generated offline set)
-         moon: str = None,  # moon data folder (default: known places, else a generated offline set)
-         out: str = 'results',  # results folder
-         quick: bool = False,  # quick profile: few images and epochs (default on a CPU)
-         full: bool = False,  # full profile even without a GPU
-         seeds: str = '1',  # seeds for every training script: a count (2) or a list (0,1)
-         only: str = None):  # comma-separated script names to run (default: all)
-    profile = pick_profile(quick, full)['name']
-    chosen = [s for s in SCRIPTS if not only or s[0] in only.split(',')]
-    unknown = set(only.split(',')) - {s[0] for s in SCRIPTS} if only else set()
-    if unknown: raise SystemExit(f"--only: unknown scripts {sorted(unknown)}; expected some of {[s[0] for s in SCRIPTS]}")
-    times = {}
-    for name, data_kind, trains in chosen:
-        cmd = [sys.executable, str(HERE / f'{name}.py'), '--out', out]
-        if profile == 'quick' or trains: cmd.append(f'--{profile}')
-        if data_kind == 'tiny' and data: cmd += ['--data', data]
-        if data_kind == 'moon' and moon: cmd += ['--data', moon]
-        if name == 'task3_unet_backbone' and data: cmd += ['--tiny', data]
-        if trains: cmd += ['--seeds', seeds]
-        print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
-        t0 = time.perf_counter()
-        code = subprocess.call(cmd)
-        times[name] = round(time.perf_counter() - t0, 1)
-        if code: raise SystemExit(f"{name} failed with exit code {code}; later scripts were not run")
-    with stage_dir(out, 'run_all') as folder:
-        write_json(folder / 'times.json', dict(profile=profile, seconds=times, total=round(sum(times.values()), 1)))
-    print(f"\nall done in {sum(times.values()):.0f} s: " + ', '.join(f'{k} {v:.0f}s' for k, v in times.items()))
+def parser():
+    p = _Parser(prog='run_all.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runtime_flags(p)
+    recipe_flags(p)
+    g = p.add_argument_group('run_all')
+    g.add_argument('--moon', default=None, help='moon data folder (default: known places, else a generated offline set)')
+    g.add_argument('--only', default=None, help=f"comma-separated scripts to run (default: all): {', '.join(s for s, *_ in SCRIPTS)}")
+    return p
+
+
+def argv_for(name, data_kind, trains, args, profile):
+    "The command line `name` gets: its data, the profile, and for training scripts the recipe and runtime flags."
+    data = getattr(args, 'data', None) if data_kind == 'tiny' else args.moon
+    if not trains:
+        kwargs = dict(out=args.out, quick=profile == 'quick')
+        if data_kind and data: kwargs['data'] = data
+        return kwargs
+    argv = ['--out', args.out, f'--{profile}', '--jobs', str(args.jobs)] + (['--data', data] if data else [])
+    argv += ['--seeds', args.seeds] if args.seeds else []
+    argv += ['--resume'] if args.resume else []
+    argv += ['--tiny', args.data] if name == 'task3_unet_backbone' and getattr(args, 'data', None) else []
+    return argv + recipe_argv(args, skip=('data',))
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    with one_line_errors(args.debug):
+        profile = pick_profile(args.quick, args.full)
+        if args.seeds: parse_seeds(args.seeds)
+        parse_jobs(args.jobs)
+        names = [s for s, *_ in SCRIPTS]
+        unknown = sorted(set(args.only.split(',')) - set(names)) if args.only else []
+        if unknown: raise ValueError(f"--only {args.only!r}: unknown scripts {unknown}; expected some of {names}")
+        times, start = {}, time.perf_counter()
+        for name, data_kind, trains in SCRIPTS:
+            if args.only and name not in args.only.split(','): continue
+            script_argv = argv_for(name, data_kind, trains, args, profile)
+            print(f"\n=== {name}: {script_argv}", flush=True)
+            t0 = time.perf_counter()
+            module = load_script(name)
+            try: module.main(script_argv) if trains else module.main(**script_argv)
+            except SystemExit as e:
+                if e.code not in (None, 0):
+                    raise RuntimeError(f"{name} failed (exit {e.code}); later scripts were not run; rerun with "
+                                       f"--resume to continue where it stopped") from None
+            times[name] = round(time.perf_counter() - t0, 1)
+        total = round(time.perf_counter() - start, 1)
+        with stage_dir(args.out, 'run_all') as folder:
+            write_json(folder / 'times.json', dict(profile=profile, seconds=times, total=total, argv=argv or sys.argv[1:]))
+        print(f"\nall done in {total:.0f} s: " + ', '.join(f'{k} {v:.0f}s' for k, v in times.items()))
+
+
+if __name__ == '__main__': main()

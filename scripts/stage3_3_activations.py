@@ -1,28 +1,33 @@
 #!/usr/bin/env python
 """Stage 3.3 (T2.9): activations ReLU, LeakyReLU, ELU, GELU on the best configuration of stage 3.2.
 
-Reads the newest finished stage 3.2 run under --out (which carries the channels of 3.1); without one it uses
-the baseline configuration and says so. `inplace=True` where the layer has it (GELU has none). Every run
-records per-layer activation statistics (mean, std, share <= 0) and weight-gradient norms every few batches
-on the device (`lab.callbacks`); statistics_per_layer.png and gradients_over_training.png put the four
-activations side by side, and the table adds their summary (dead share, last-layer activation std,
-first/last gradient-norm ratio), so the verdict comes with the reason behind it.
+Reads the newest finished stage 3.2 run on the same data (which carries the channels of 3.1; or --from); without one
+it uses the baseline configuration and says so. `inplace=True` where the layer has it (GELU has none). Every run
+records per-layer activation statistics (mean, std, share <= 0) and weight-gradient norms every few batches on the
+device (`lab.callbacks`); statistics_per_layer.png and gradients_over_training.png put the four activations side by
+side, and the table adds their summary (dead share, last-layer activation std, first/last gradient-norm ratio), so
+the verdict comes with the reason behind it.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.cli import training_script
-from lab.stages import BASELINE, activation_variants, previous_choice, run_resnet_stage
+from lab.recipe import SPEC
+from lab.runs import stage_choice
+from lab.stages import activation_variants, run_resnet_stage
+
+RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.2
 
 
-def run(data, out, profile, seeds, epochs):
+def run(recipe, opts):
     "Train the four activations on the configuration chosen by stage 3.2, with statistics."
-    base, reason = previous_choice(out, 'stage3_2_blocks', BASELINE)
-    summary = run_resnet_stage('stage3_3_activations', activation_variants(base), out=out, data=data, profile=profile,
-                               seeds=seeds, epochs=epochs, title='Stage 3.3: activations', chosen_from=reason, stats=True)
-    for r in summary['rows']:
-        print(f"{r['name']} {r['config'].split('act=')[1]}: valid {r['valid_acc']:.1%}, share <= 0 {r['dead_share']:.2f}, "
-              f"first/last gradient norm {r['grad_first_over_last']:.3g}")
+    base, reason = stage_choice(opts, 'stage3_2_blocks', recipe)
+    variants = activation_variants(base)
+    summary = run_resnet_stage(opts, 'stage3_3_activations', variants, base, 'Stage 3.3: activations',
+                               chosen_from=reason, stats=True)
+    for r in summary.get('rows', []):
+        print(f"{r['name']} {variants[r['name']].model['act']}: valid {r['valid_acc']:.1%}, share <= 0 "
+              f"{r['dead_share']:.2f}, first/last gradient norm {r['grad_first_over_last']:.3g}")
 
 
-main = training_script(run)
+main = training_script(run, RECIPE)
 if __name__ == '__main__': main()

@@ -1,0 +1,101 @@
+"""A recipe's data: where it is, which classes and split, and its fastai DataLoaders (held in memory on the device).
+
+`resolve_data(recipe)` makes the recipe explicit (the data folder found, the class list spelled out), so that the
+recipe saved with a run names exactly the data it saw. `build_data(recipe)` gives the DataLoaders: every image is
+decoded once into a cached uint8 tensor (`data.device`), kept on the GPU when it fits, and batches are gathered
+and augmented there. Decoding every image before the first epoch also checks every file: a bad one stops the
+run up front with its path. The file path (fastai's usual per-item decoding) remains for data too big for memory.
+"""
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from data.locate import find_moon, find_tiny_imagenet
+from data.moon import CODES, check_pair_sizes, moon_dls, moon_splits
+from data.tiny_imagenet import load_tiny_imagenet, read_wnids, parse_classes, tiny_imagenet_dls
+from .profile import default_device, loader_workers
+
+__all__ = ['resolve_data', 'build_data', 'Data', 'real_moon_pair', 'MEMORY_SHARE']
+
+MEMORY_SHARE = 0.25  # the in-memory path is used while the decoded images take at most this share of the RAM
+
+
+@dataclass
+class Data:
+    "A recipe's DataLoaders and what a report needs to say about them."
+    dls: object
+    test_items: list = field(repr=False)
+    names: list
+    root: Path
+    source: str
+    info: dict
+
+    def test_dl(self, items=None):
+        "A labelled loader over the test items (Tiny ImageNet: the official val split; moon: the held-out frames)."
+        return self.dls.test_dl(self.test_items if items is None else items, with_labels=True)
+
+
+def resolve_data(recipe, say=False):
+    """`recipe` with its data folder found (or generated) and, for Tiny ImageNet, its classes spelled out as wnids.
+    `say`: print the notice when the data is a generated stand-in."""
+    if recipe.task == 'classify':
+        root, _ = find_tiny_imagenet(recipe.data, quiet=not say)
+        wnids = parse_classes(recipe.classes, read_wnids(root), source=str(Path(root) / 'wnids.txt'))
+        return replace(recipe, data=str(Path(root).resolve()), classes=','.join(wnids))
+    root, _ = find_moon(recipe.data, quiet=not say)
+    return replace(recipe, data=str(Path(root).resolve()))
+
+
+def _fits_in_memory(n_images, size):
+    try: available = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError): return True
+    return n_images * 4 * size * size <= MEMORY_SHARE * available  # 3 image bytes + 1 mask byte a pixel
+
+
+def build_data(recipe, device=None, say=True):
+    "The DataLoaders of a resolved `recipe` on `device` (default: this process's), in memory when they fit."
+    device = device or default_device()
+    if recipe.task == 'classify':
+        root, source = find_tiny_imagenet(recipe.data, quiet=True)
+        splits = load_tiny_imagenet(root, classes=recipe.classes, valid_pct=recipe.valid_pct, seed=recipe.split_seed,
+                                    max_per_class=recipe.max_items)
+        n = len(splits.train) + len(splits.valid)
+        in_memory = _fits_in_memory(n, recipe.size)
+        dls = tiny_imagenet_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment,
+                                train_on_valid=recipe.train_on_valid, device=device,
+                                num_workers=0 if in_memory else loader_workers())
+        test, names = splits.test, splits.names
+        info = dict(wnids=splits.wnids, classes=splits.names, n_train=len(splits.train), n_valid=len(splits.valid),
+                    n_test=len(splits.test), split=splits.notes)
+    else:
+        root, source = find_moon(recipe.data, quiet=True)
+        splits = moon_splits(root, recipe.valid_pct, recipe.test_pct, recipe.split_seed, recipe.max_items)
+        check_pair_sizes(splits.train + splits.valid + splits.test)
+        in_memory = _fits_in_memory(len(splits.train) + len(splits.valid), recipe.size)
+        dls = moon_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment, device=device,
+                       num_workers=0 if in_memory else loader_workers())
+        test, names = splits.test, CODES
+        info = dict(n_train=len(splits.train), n_valid=len(splits.valid), n_test=len(splits.test), split=splits.notes)
+    if in_memory:
+        from data.device import to_device_dls
+        dls = to_device_dls(dls, root, device=device)
+    path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({loader_workers()} workers)'
+    info.update(data=str(root), source=source, size=recipe.size, augment=recipe.augment, data_path=path,
+                train_on_valid=recipe.train_on_valid)
+    if say:
+        counts = f"{info['n_train']} train / {info['n_valid']} valid / {info['n_test']} test"
+        print(f"data: {root} ({source}); {counts} {'images' if recipe.task == 'classify' else 'frames'} at "
+              f"{recipe.size} px, {path}" + ("; test = the official val split" if recipe.task == 'classify' else ''))
+    return Data(dls, test, names, Path(root), source, info)
+
+
+def real_moon_pair():
+    "The real Kaggle render/ground pair(s) of a known place that is too small to train on (the sim-to-real check), or None."
+    from data.locate import REPO
+    from data.moon import moon_pairs
+    for place in (REPO / 'data' / 'moon', REPO.parent / 'shared' / 'data' / 'moon'):
+        try:
+            pairs = moon_pairs(place)
+        except (FileNotFoundError, ValueError): continue
+        if pairs and not (place / 'SYNTHETIC').exists(): return place, pairs
+    return None

@@ -1,0 +1,113 @@
+"""Training a stage's runs: one after another, or `--jobs N` at a time in separate processes spread over the GPUs.
+
+Every run seeds itself from its recipe, so running runs side by side gives the numbers they give one after another
+(on a CPU: at the same torch thread count; see `lab.profile.cpu_threads`). A run that fails does not stop the
+others: the finished ones stay finished, and the failures are reported together at the end (`RunsFailed`).
+Under torchrun (DDP) the runs go one after another, each trained by all processes together.
+"""
+import multiprocessing as mp
+import os, signal, sys, traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .profile import n_gpus
+from .runs import read_json
+from .train import RunOptions, train_run
+
+__all__ = ['train_runs', 'resolve_jobs', 'RunsFailed', 'seeded']
+
+RUNS_PER_GPU = 4  # small models leave a GPU mostly idle between kernels; a few processes fill those gaps
+
+
+class RunsFailed(RuntimeError):
+    "Some runs of a stage failed (the others finished and are kept)."
+
+
+def seeded(variants, seeds):
+    "{'<name>-seed<k>': recipe with seed k} for every variant (name -> Recipe) and seed."
+    return {f'{name}-seed{s}': replace(r, seed=s) for name, r in variants.items() for s in seeds}
+
+
+def resolve_jobs(jobs, n_chains):
+    "How many processes: `jobs` as given, or 'auto' = up to RUNS_PER_GPU per visible GPU (1 on a CPU); never more than there is work."
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1: return 1  # DDP: every process trains the same run
+    if jobs == 'auto': jobs = min(RUNS_PER_GPU * n_gpus(), max(1, (os.cpu_count() or 2) // 2)) if n_gpus() else 1
+    return max(1, min(int(jobs), n_chains))
+
+
+def _one_line(e): return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+
+
+def _chain(items):
+    "Train one chain of runs in order (a later one may start from an earlier one's checkpoint); stop at a failure."
+    done = []
+    for name, recipe, run_dir, options in items:
+        try: done.append((name, train_run(recipe, run_dir, options), None))
+        except Exception as e:
+            if os.environ.get('LAB_DEBUG'): traceback.print_exc()
+            print(f"{name} failed: {_one_line(e)}", file=sys.stderr, flush=True)
+            done.append((name, None, _one_line(e)))
+            break
+    return done
+
+
+def _init_worker(counter, gpus):
+    "A worker process: its own GPU (round robin over the visible ones), SIGTERM as an interrupt."
+    def on_term(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
+    signal.signal(signal.SIGTERM, on_term)
+    with counter.get_lock():
+        index = counter.value; counter.value += 1
+    if gpus: torch.cuda.set_device(index % gpus)
+
+
+def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None):
+    """Train `runs` (run name -> resolved Recipe) into `stage.folder`; return name -> summary, finished ones included.
+
+    `chains`: lists of run names that must run in order in one process (the default: each run alone). Runs already
+    finished in the folder (resumed stage) are not trained again. Raises RunsFailed when any run failed."""
+    chains = chains or [[name] for name in runs]
+    items = [[(n, runs[n], stage.run_dir(n), options) for n in chain] for chain in chains]
+    todo = [c for c in items if not all((d / 'summary.json').is_file() for _, _, d, _ in c)]
+    jobs = resolve_jobs(jobs, len(todo))
+    results = []
+    if jobs == 1:
+        for chain in todo:
+            results += _chain(chain)
+            _barrier()
+    else:
+        print(f"{stage.name}: {sum(map(len, todo))} run(s) in {len(todo)} chain(s), {jobs} at a time")
+        results = _parallel(todo, jobs, options)
+    failed = [f"{name}: {error}" for name, _, error in results if error]
+    if failed:
+        raise RunsFailed(f"{len(failed)} run(s) of {stage.name} failed ({'; '.join(failed)})")
+    return {n: read_json(stage.run_dir(n) / 'summary.json') for n in runs}
+
+
+def _parallel(todo, jobs, options):
+    ctx = mp.get_context('spawn')  # CUDA cannot be forked; spawn also gives each run a clean interpreter state
+    counter = ctx.Value('i', 0)
+    opts = [[(n, r, d, replace(o, jobs=jobs)) for n, r, d, o in chain] for chain in todo]
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(counter, n_gpus()))
+    results = []
+    try:
+        futures = [pool.submit(_chain, chain) for chain in opts]
+        for f in as_completed(futures):
+            try: results += f.result()
+            except Exception as e:  # the worker itself died (e.g. out of memory): the chain's runs failed
+                chain = opts[futures.index(f)]
+                results.append((chain[0][0], None, _one_line(e)))
+    except BaseException:
+        for p in list(getattr(pool, '_processes', {}).values()):  # stop the runs: each keeps its last finished epoch
+            if p.is_alive(): p.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _barrier():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1: dist.barrier()
