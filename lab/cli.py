@@ -254,6 +254,8 @@ def training_script(run, recipe, extra=None):
         parser = make_parser(module.__doc__, prog, recipe.model, extra)
         args = _parse(parser, argv)
         with one_line_errors(args.debug):
+            from .runs import init_distributed
+            init_distributed()  # under torchrun: one model trained by every process (DDP)
             resolved, model_overrides = resolve_recipe(recipe, args)
             extra_names = [a.dest for g in parser._action_groups if g.title == 'this script' for a in g._group_actions]
             opts = _options(args, resolved, model_overrides, extra_names)

@@ -47,6 +47,7 @@ def _chain(items):
     for name, recipe, run_dir, options in items:
         try: done.append((name, train_run(recipe, run_dir, options), None))
         except Exception as e:
+            if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise  # DDP: the other processes wait for this one: stop all
             if os.environ.get('LAB_DEBUG'): traceback.print_exc()
             print(f"{name} failed: {_one_line(e)}", file=sys.stderr, flush=True)
             done.append((name, None, _one_line(e)))

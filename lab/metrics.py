@@ -66,14 +66,17 @@ class _DeviceCounts(Metric):
     batches take milliseconds); under DDP the counts are summed over the processes when read."""
     n_counts = 1
 
-    def reset(self): self.counts = None
+    def reset(self): self.counts, self.distributed = None, False
 
     def accumulate(self, learn):
         c = self.batch_counts(learn.pred, *learn.yb)
         self.counts = c if self.counts is None else self.counts + c
+        # every process sees its shard only while fastai's DistributedDL feeds it; after DDP each sees everything
+        self.distributed = type(getattr(learn, 'dl', None)).__name__ == 'DistributedDL'
 
     def totals(self):
-        return [0] * self.n_counts if self.counts is None else all_reduce_sum(self.counts).tolist()
+        if self.counts is None: return [0] * self.n_counts
+        return (all_reduce_sum(self.counts) if self.distributed else self.counts).tolist()
 
 
 class DeviceAccuracy(_DeviceCounts):

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ['stage_dir', 'Stage', 'latest_stage_summary', 'finished_stages', 'stage_choice', 'read_stage', 'write_json', 'read_json',
-           'environment_info', 'git_state', 'is_rank0', 'dist_rank', 'StageMismatch']
+__all__ = ['stage_dir', 'Stage', 'latest_stage_summary', 'finished_stages', 'stage_choice', 'read_stage', 'write_json',
+           'read_json', 'environment_info', 'git_state', 'is_rank0', 'dist_rank', 'init_distributed', 'StageMismatch']
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,16 @@ def dist_rank():
 
 
 def is_rank0(): return dist_rank() == 0
+
+
+def init_distributed():
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs), take this rank's GPU, and
+    silence the other ranks' stdout, so that one rank speaks and writes. A no-op otherwise."""
+    if int(os.environ.get('WORLD_SIZE', 1)) < 2: return
+    import torch, torch.distributed as dist
+    if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    if not dist.is_initialized(): dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    if not is_rank0(): sys.stdout = open(os.devnull, 'w')
 
 
 def _stamp(root):
@@ -131,7 +141,7 @@ class Stage:
     def __init__(self, opts, name, key):
         self.opts, self.name, self.key = opts, name, _clean(key)
         self.root = Path(opts.out) / name
-        self.folder, self.done, self.resumed = None, None, False
+        self.folder, self.runs_folder, self.done, self.resumed = None, None, None, False
 
     # -- opening -------------------------------------------------------------------------------------------------
     def _find_resumable(self):
@@ -168,7 +178,10 @@ class Stage:
                 self.folder = self.root / _stamp(self.root)
                 self.folder.mkdir()
             if not self.done: self._write_state('running')
-        self.folder = _broadcast_path(self.folder)
+        self.runs_folder = self.folder = _broadcast_path(self.folder)
+        if not is_rank0():  # the runs are rank 0's (checkpoints are read from there); what else is written goes away
+            import tempfile
+            self.folder = Path(tempfile.mkdtemp(prefix=f'{self.name}-rank{dist_rank()}-'))
         return self
 
     def _write_state(self, status, **extra):
@@ -179,11 +192,11 @@ class Stage:
         write_json(self.folder / 'stage.json', state)
 
     # -- inside --------------------------------------------------------------------------------------------------
-    def run_dir(self, run_name): return self.folder / run_name
+    def run_dir(self, run_name): return self.runs_folder / run_name
 
     def finished_runs(self):
         "Names of this invocation's finished runs."
-        return sorted(p.name for p in self.folder.iterdir() if (p / 'summary.json').is_file())
+        return sorted(p.name for p in self.runs_folder.iterdir() if (p / 'summary.json').is_file())
 
     def finish(self, summary):
         "Write the stage's summary.json (with its folder and key): the mark that this invocation finished."
@@ -200,7 +213,10 @@ class Stage:
         self._write_state(status)
 
     def __exit__(self, kind, error, tb):
-        if kind is None or not is_rank0(): return False
+        if not is_rank0():
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return False
+        if kind is None: return False
         has_work = any((p / 'summary.json').is_file() or (p / 'last.pth').is_file()
                        for p in self.folder.iterdir() if p.is_dir())
         if not has_work and not self.resumed:

@@ -12,6 +12,7 @@ Train-set metrics are fastai's `Recorder(train_metrics=True)`: accumulated over 
 augmentation (and CutMix) on, while the weights move; the train loss is fastai's smoothed loss at the epoch's end.
 """
 import os, random, sys, time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -256,7 +257,10 @@ def _rng_state(learn):
     return dict(python=random.getstate(), numpy=[np_state[0], torch.as_tensor(np_state[1].astype(np.int64)),
                                                  *np_state[2:]],
                 torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                loaders=[dl.rng.getstate() for dl in learn.dls.loaders])
+                loaders=[_loader(dl).rng.getstate() for dl in learn.dls.loaders])
+
+
+def _loader(dl): return getattr(dl, 'dl', dl)  # under DDP fastai's DistributedDL wraps the loader that shuffles
 
 
 def _set_rng_state(learn, state):
@@ -264,7 +268,7 @@ def _set_rng_state(learn, state):
     np.random.set_state((state['numpy'][0], state['numpy'][1].numpy().astype(np.uint32), *state['numpy'][2:]))
     torch.set_rng_state(state['torch'])
     if torch.cuda.is_available() and state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
-    for dl, s in zip(learn.dls.loaders, state['loaders']): dl.rng.setstate(_tuples(s))
+    for dl, s in zip(learn.dls.loaders, state['loaders']): _loader(dl).rng.setstate(_tuples(s))
 
 
 def _tuples(o): return tuple(_tuples(v) for v in o) if isinstance(o, (list, tuple)) else o
@@ -288,10 +292,19 @@ def fit_recipe(learn, recipe, cbs=()):
     "`fit` or `fit_one_cycle` as the recipe says, inside fastai's `distrib_ctx` under torchrun (DDP)."
     fit = learn.fit_one_cycle if recipe.schedule == 'one_cycle' else learn.fit
     if int(os.environ.get('WORLD_SIZE', 1)) > 1:
-        import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
+        import fastai.distributed  # adds Learner.distrib_ctx
+        fastai.distributed.DistributedDL._broadcast = _broadcast_on_backend
         kw = {} if torch.cuda.is_available() else dict(cpu=True)
         with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), **kw): fit(recipe.epochs, lr_of(recipe), cbs=cbs)
     else: fit(recipe.epochs, lr_of(recipe), cbs=cbs)
+
+
+def _broadcast_on_backend(self, t, rank):
+    "fastai's DistributedDL broadcasts the epoch's shuffled indices on CUDA only; gloo (CPU DDP) needs CPU tensors."
+    import torch.distributed as dist
+    t = torch.tensor(t, dtype=torch.long, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+    dist.broadcast(t, rank)
+    return t.cpu().tolist()
 
 
 def _resume(learn, run_dir, recipe, stats):
@@ -354,11 +367,22 @@ def train_run(recipe, run_dir, options=RunOptions()):
     if options.figures: plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else
                                     ('loss', 'iou', 'dice', 'pixel_acc'))
     seed_everything(recipe.seed)  # evaluation draws augmentations (TTA) and samples: the same ones every time
-    summary.update(evaluate_run(learn, data, recipe, run_dir, options))
-    if options.export: _export(learn)
+    with _alone():
+        summary.update(evaluate_run(learn, data, recipe, run_dir, options))
+        if options.export: _export(learn)
     write_json(run_dir / 'summary.json', summary)
     (run_dir / 'last.pth').unlink(missing_ok=True)  # the resume state is not needed once the run is finished
     return summary
+
+
+@contextmanager
+def _alone():
+    "Rank 0 evaluating by itself after DDP: fastai gathers predictions from every process whenever WORLD_SIZE > 1."
+    world = os.environ.get('WORLD_SIZE')
+    if world: os.environ['WORLD_SIZE'] = '1'
+    try: yield
+    finally:
+        if world: os.environ['WORLD_SIZE'] = world
 
 
 def _summary(history, recipe, monitor, kept_epoch, n_params, n_trainable, wall, name):

@@ -1,118 +1,329 @@
 #!/usr/bin/env python
-"""Training throughput (images/s) of the lab's models, plain PyTorch loop vs fastai's Learner loop, and of the data.
+"""What a training epoch really costs (training images per second), measured three ways in one run.
 
-The model rows use synthetic batches held on the device, so they measure the model and the loop alone.
-Models: the baseline ResNet (32-64-128-256 x [2,2,2,2]) at 64 px and the U-Net (base 32) at 128 px; fp32,
-plus bf16 autocast + channels_last on a GPU. A last row times one pass of the Tiny ImageNet DataLoader, to tell
-whether the data or the model limits an epoch. Compare speeds only within one run (one machine).
+Two workloads: the baseline ResNet (`SPEC`: 32-64-128-256 x [2,2,2,2], 64 px, Tiny ImageNet) and the U-Net (`UNET`:
+base 32, 128 px, moon data). Each is trained the same way on each path: the same recipe, model and initial weights,
+batch size and precision (bf16 autocast on a GPU, fp32 on a CPU), one warm-up epoch, then `--epochs` timed epochs.
+
+  a  plain PyTorch loop, the ceiling: the whole train set as one float tensor on the device (decoded and normalised
+     once), a random permutation per epoch, batches by indexing, no augmentation, no metrics, no validation; the
+     recipe's torch optimiser (Adam/AdamW, fused on a GPU), the recipe's loss, bf16 autocast + channels_last on a GPU.
+  b  the lab's path end to end, as a stage run trains: `build_data(recipe)` (images decoded once into a cached uint8
+     tensor, gathered and augmented on the device) + `make_learner` + `fit_recipe` (the recipe's fit or one-cycle
+     schedule) with the stage callbacks that write metrics.csv and the checkpoints (into a temporary folder), i.e.
+     augmentation, device-side metrics and validation included.
+  c  fastai's default file path: the same DataBlock without `to_device_dls` (each image opened and decoded per item,
+     every epoch, `loader_workers()` worker processes), fastai's own `Learner` defaults: fastai's Adam, a per-batch
+     `AvgMetric` (`accuracy`; pixel accuracy for the 1-logit U-Net), the progress bar (kept: its per-batch
+     `smooth_loss.item()` and bar updates; its output goes to /dev/null), bf16 through fastai's `MixedPrecision` on a
+     GPU, the model in the default memory format (no channels_last). Same loss, lr, wd and schedule as b.
+
+Columns: `*_images_per_s` = training images of the timed epochs / their wall time; for b and c an epoch is counted
+from the end of the previous epoch to the end of this one (training, validation, metrics, callbacks, loader start-up),
+`*_train_images_per_s` the training phase alone (before_train..after_train). `b_over_a` and `b_over_c` are quotients
+of the images/s columns. `*_train_images` = training images each path saw per epoch (counted, not computed).
+`b_epoch_s`, `b_train_s`, `b_valid_s` (and c's) = mean seconds of a timed epoch, of its training phase and of its
+validation phase; what is left of an epoch is the callbacks' epoch work (b: metrics.csv and two checkpoint writes).
+`peak_mem_*_mib` = torch.cuda.max_memory_allocated during each path, the data it holds on the device included
+('-' on a CPU).
+
+Data: --data (Tiny ImageNet: the recipe's first 10 classes, all when fewer) and --moon; without them the lab's known
+places, else a generated stand-in (said, and marked in the `data_source` column).
+
+Quick mode (the default on a CPU): the quick profile (few images, half-size images, small batches), 1 timed epoch; its
+numbers only show that the paths run. Full mode (the default on a GPU): full data, batch 128 (ResNet) / 16 (U-Net),
+2 timed epochs. Numbers compare only within one run of this script (one machine, one moment): other runs, machines or
+loads give other numbers.
 """
 import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import time
+import contextlib, os, tempfile, time
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
-from fastcore.script import call_parse
+from torch import Tensor
 from fastai.callback.core import Callback
-from fastai.data.core import DataLoaders
-from fastai.torch_core import set_seed
+from fastai.callback.fp16 import MixedPrecision
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastai.torch_core import find_bs
+from fastai.vision.all import imagenet_stats
 
-from arch.resnet import ResNet, resnet_splitter
-from arch.unet import UNet, unet_splitter
-from lab.profile import default_device, loader_workers, pick_profile
-from lab.report import write_table
+from data.device import item_cache
+from data.locate import find_tiny_imagenet
+from data.moon import moon_dls, moon_splits
+from data.tiny_imagenet import load_tiny_imagenet, read_wnids, tiny_imagenet_dls
+from lab.cli import script_main
+from lab.data import build_data, resolve_data
+from lab.metrics import seg_loss
+from lab.profile import default_device, loader_workers, pick_profile, use_bf16
+from lab.recipe import SPEC, UNET, scale_to_profile
+from lab.report import markdown_table, write_table
 from lab.runs import environment_info, stage_dir, write_json
-from lab.stages import tiny_imagenet_data
-from lab.train import make_learner
-from lab.metrics import BCEDiceLoss
+from lab.train import (OPTIMIZERS, Checkpoints, EpochLog, MetricsCSV, build_model, fit_recipe, make_learner,
+                       seed_everything, setup_torch)
+
+WORKLOADS = {'resnet': ('ResNet', SPEC), 'unet': ('U-Net', UNET)}
+WARMUP_EPOCHS = 1
 
 
-def synthetic_batches(kind, bs, size, n, device):
-    "`n` random (input, target) batches on `device`: class labels for the ResNet, 0/1 masks for the U-Net."
-    x = torch.randn(n, bs, 3, size, size, device=device)
-    y = torch.randint(0, 10, (n, bs), device=device) if kind == 'resnet' else \
-        torch.randint(0, 2, (n, bs, size, size), device=device)
-    return list(zip(x, y))
+def _sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize(device)
 
 
-def plain_loop(model, batches, loss_fn, bf16):
-    "Images/s of a bare Adam training loop over `batches` (after one warm-up batch)."
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
+def _now(device):
+    _sync(device)
+    return time.perf_counter()
+
+
+# ----- the workloads' recipes -----------------------------------------------------------------------------------------
+
+def workload_recipe(kind, profile, data):
+    """The recipe of workload `kind` scaled to `profile`, its data found (a wrong path raises here, before any timing).
+    Tiny ImageNet: the recipe's 10 classes, or all of them when the folder has fewer (small test sets)."""
+    recipe = scale_to_profile(replace(WORKLOADS[kind][1], data=data), profile)
+    if kind == 'resnet':
+        root, _ = find_tiny_imagenet(data, quiet=True)
+        recipe = replace(recipe, classes=str(min(int(recipe.classes), len(read_wnids(root)))))
+    return resolve_data(recipe, say=True)
+
+
+def _plain_loss(recipe):
+    "The recipe's loss as plain PyTorch (the Learner of b uses fastai's flat wrappers of the same functions)."
+    if recipe.task == 'classify':
+        return lambda out, y: F.cross_entropy(out, y, label_smoothing=recipe.label_smoothing)
+    return seg_loss(recipe.loss)
+
+
+# ----- a: the plain loop ---------------------------------------------------------------------------------------------
+
+def train_tensors(data, device, channels_last):
+    "The lab's decoded train set as float tensors on `device`: images normalised like the lab's loader; masks (N,1,H,W)."
+    dl = data.dls.train
+    tensors = getattr(dl, 'tensors', None) or item_cache(dl, data.root)
+    x, y = (t.as_subclass(Tensor).to(device) for t in tensors)
+    mean, std = (torch.tensor(s, device=device).view(1, 3, 1, 1) for s in imagenet_stats)
+    x = (x.float() / 255 - mean) / std
+    if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+    y = y.long() if y.ndim == 1 else y.float().unsqueeze(1)  # class labels, or masks as the loss's float targets
+    return x, y
+
+
+def plain_loop(recipe, data, device, bf16, epochs):
+    "(images/s, training images per epoch) of a bare training loop over the train set held on the device."
+    x, y = train_tensors(data, device, channels_last=bf16)
+    seed_everything(recipe.seed, recipe.deterministic)
+    model = build_model(recipe).to(device, memory_format=torch.channels_last if bf16 else torch.contiguous_format)
     model.train()
-    def step(x, y):
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model(x), y)
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    step(*batches[0]); _sync()
-    t0 = time.perf_counter()
-    for x, y in batches: step(x, y)
-    _sync()
-    return len(batches) * len(batches[0][0]) / (time.perf_counter() - t0)
+    fused = dict(fused=True) if device.type == 'cuda' and recipe.opt != 'sgd' else {}
+    opt = OPTIMIZERS[recipe.opt](model.parameters(), lr=recipe.lr, weight_decay=recipe.wd, **fused)
+    loss_fn, bs, n = _plain_loss(recipe), data.dls.train.bs, len(x)
+    steps = n // bs  # like the lab's train loader, which drops its last partial batch
+
+    def epoch():
+        perm = torch.randperm(n, device=device)
+        for i in range(steps):
+            idx = perm[i * bs:(i + 1) * bs]
+            xb = x[idx].contiguous(memory_format=torch.channels_last) if bf16 else x[idx]  # no copy when it already is
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(xb), y[idx])
+            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        return steps * bs
+
+    for _ in range(WARMUP_EPOCHS): epoch()
+    t0 = _now(device)
+    images = [epoch() for _ in range(epochs)]
+    seconds = _now(device) - t0
+    return dict(images_per_s=sum(images) / seconds, train_images=images[0])
 
 
-class TrainTimer(Callback):
-    "Seconds of the last epoch's training phase (validation excluded)."
-    def before_train(self): _sync(); self.t0 = time.perf_counter()
-    def after_train(self): _sync(); self.seconds = time.perf_counter() - self.t0
+# ----- b and c: fastai Learners ----------------------------------------------------------------------------------------
+
+class EpochMeter(Callback):
+    """Per epoch: seconds from the end of the previous epoch to the end of this one (everything the epoch costs,
+    validation and the other callbacks' epoch work included), seconds of the training phase, training images seen.
+    Runs after every other callback (order 100); the device is synchronised at each mark."""
+    order = 100
+
+    def __init__(self, device): self.device, self.epochs = device, []
+    def before_fit(self): self.t_end = _now(self.device)
+    def before_epoch(self): self.n = 0
+    def before_train(self): self.t_train = _now(self.device)
+    def after_batch(self):
+        if self.learn.training: self.n += find_bs(self.learn.yb)
+    def after_train(self): self.train_s = _now(self.device) - self.t_train
+    def before_validate(self): self.t_valid = _now(self.device)
+    def after_validate(self): self.valid_s = _now(self.device) - self.t_valid
+    def after_epoch(self):
+        t = _now(self.device)
+        self.epochs.append(dict(seconds=t - self.t_end, train_seconds=self.train_s, valid_seconds=self.valid_s,
+                                images=self.n))
+        self.t_end = t
+
+    def result(self):
+        """Images/s over the timed epochs (the warm-up ones left out), whole epochs and training phases, and the mean
+        seconds of an epoch, its training phase and its validation phase (the rest: the callbacks' epoch work)."""
+        timed = self.epochs[WARMUP_EPOCHS:]
+        if not timed: raise RuntimeError("benchmark: no timed epoch finished")
+        images = sum(e['images'] for e in timed)
+        if len({e['images'] for e in timed}) != 1:
+            raise RuntimeError(f"benchmark: training images per epoch changed: {[e['images'] for e in timed]}")
+        mean = lambda k: sum(e[k] for e in timed) / len(timed)
+        return dict(images_per_s=images / sum(e['seconds'] for e in timed),
+                    train_images_per_s=images / sum(e['train_seconds'] for e in timed), train_images=timed[0]['images'],
+                    epoch_s=mean('seconds'), train_s=mean('train_seconds'), valid_s=mean('valid_seconds'))
 
 
-def fastai_loop(model, splitter, batches, loss_fn, bf16):
-    "Images/s of `Learner.fit` over the same batches: the second of two epochs (the first warms up)."
-    timer = TrainTimer()
-    learn = make_learner(model, DataLoaders(batches, batches[:1]), splitter, loss_func=loss_fn, metrics=(),
-                         cbs=[timer], bf16=bf16)
-    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3)
-    return len(batches) * len(batches[0][0]) / timer.seconds
+@contextlib.contextmanager
+def _silenced(debug):
+    "stdout to /dev/null while fitting (fastai's progress bar, epoch lines), unless --debug."
+    if debug: yield; return
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null): yield
 
 
-def _sync():
-    if torch.cuda.is_available(): torch.cuda.synchronize()
+def lab_path(recipe, data, device, epochs, debug):
+    "b: `make_learner` + `fit_recipe` on `build_data`'s loaders, with a stage run's per-epoch callbacks."
+    seed_everything(recipe.seed, recipe.deterministic)
+    learn = make_learner(recipe, build_model(recipe), data.dls)
+    meter = EpochMeter(device)
+    with tempfile.TemporaryDirectory(prefix='benchmark-') as tmp:
+        run_dir = Path(tmp)
+        learn.path, learn.model_dir = run_dir, '.'
+        fit = replace(recipe, epochs=WARMUP_EPOCHS + epochs)
+        cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog('benchmark b'), Checkpoints(run_dir, fit, recipe.monitor),
+               meter]
+        with _silenced(debug): fit_recipe(learn, fit, cbs)
+    return dict(meter.result(), callbacks=_cb_names(learn, cbs))
 
 
-MODELS = {  # name: (builder, splitter, loss, input size)
-    'ResNet 64 px': (lambda: ResNet((32, 64, 128, 256), (2, 2, 2, 2)), resnet_splitter, F.cross_entropy, 64, 'resnet'),
-    'U-Net 128 px': (lambda: UNet(base=32), unet_splitter, BCEDiceLoss(bce_weight=1.0), 128, 'unet'),
-}
+def pixel_accuracy(inp, targ):
+    "Pixel accuracy of 1-logit masks, as a plain function: fastai makes it an AvgMetric (a CPU read per batch)."
+    return ((inp.as_subclass(Tensor) > 0).squeeze(1).long() == targ.as_subclass(Tensor).long()).float().mean()
 
 
-def data_pipeline_speed(data, profile):
-    "Images/s of one pass over the Tiny ImageNet train DataLoader (JPEG decode, resize, augmentation on the device)."
-    _, dls, source = tiny_imagenet_data(data, profile)
-    for _ in dls.train: _sync(); break  # warm-up: workers and the first batch
-    t0, n = time.perf_counter(), 0
-    for xb, _ in dls.train: n += len(xb)
-    _sync()
-    return dict(model=f'Tiny ImageNet DataLoader ({source}, {loader_workers()} workers)', precision='-',
-                batch=dls.train.bs, batches=len(dls.train), fastai_images_per_s=round(n / (time.perf_counter() - t0), 1))
+def file_dls(recipe, device):
+    "c's DataLoaders: the lab's DataBlock (same items, split, transforms, batch size), decoded per item from the files."
+    if recipe.task == 'classify':
+        splits = load_tiny_imagenet(recipe.data, classes=recipe.classes, valid_pct=recipe.valid_pct,
+                                    seed=recipe.split_seed, max_per_class=recipe.max_items)
+        return tiny_imagenet_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment, device=device,
+                                 num_workers=loader_workers())
+    splits = moon_splits(recipe.data, recipe.valid_pct, recipe.test_pct, recipe.split_seed, recipe.max_items)
+    return moon_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment, device=device,
+                    num_workers=loader_workers())
 
 
-@call_parse
-def main(out: str = 'results',  # results folder
-         quick: bool = False,  # few small batches (default on a CPU)
-         full: bool = False,  # full-size batches even without a GPU
-         data: str = None):  # Tiny ImageNet folder for the data-pipeline row (default: known places, else generated)
-    profile = pick_profile(quick, full)
+def fastai_default_path(recipe, device, bf16, epochs, debug):
+    "c: fastai's default Learner on the file-based DataLoaders."
+    seed_everything(recipe.seed, recipe.deterministic)
+    dls = file_dls(recipe, device)
+    seed_everything(recipe.seed, recipe.deterministic)
+    model = build_model(recipe)
+    classify = recipe.task == 'classify'
+    loss = CrossEntropyLossFlat() if classify else seg_loss(recipe.loss)
+    meter = EpochMeter(device)
+    learn = Learner(dls, model, loss_func=loss, metrics=accuracy if classify else pixel_accuracy, wd=recipe.wd,
+                    cbs=[MixedPrecision(amp_mode='bf16')] if bf16 else None)
+    fit = learn.fit_one_cycle if recipe.schedule == 'one_cycle' else learn.fit
+    with _silenced(debug): fit(WARMUP_EPOCHS + epochs, recipe.lr, cbs=[meter])
+    return dict(meter.result(), callbacks=_cb_names(learn, [meter]), optimizer=f'fastai.optimizer.{learn.opt_func.__name__}')
+
+
+def _cb_names(learn, fit_cbs):
+    "The callbacks a fit ran with: the Learner's own and those given to `fit` (removed again when it returns)."
+    return [type(cb).__name__ for cb in learn.cbs] + [f'{type(cb).__name__} (fit)' for cb in fit_cbs]
+
+
+# ----- one workload, three paths -----------------------------------------------------------------------------------------
+
+def _peak_reset(device):
+    if device.type == 'cuda':
+        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device):
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == 'cuda' else '-'
+
+
+def measure(kind, recipe, device, epochs, debug):
+    "The table row of one workload: a, b and c on `recipe`."
+    bf16 = use_bf16(recipe.precision)
+    setup_torch()
+    data = build_data(recipe, device=device)
+    results, peaks = {}, {}
+    paths = dict(a=lambda: plain_loop(recipe, data, device, bf16, epochs),
+                 b=lambda: lab_path(recipe, data, device, epochs, debug),
+                 c=lambda: fastai_default_path(recipe, device, bf16, epochs, debug))
+    for name, run in paths.items():
+        _peak_reset(device)
+        results[name] = run()
+        peaks[name] = _peak(device)
+        print(f"{WORKLOADS[kind][0]} {name}: {results[name]['images_per_s']:,.1f} images/s", flush=True)
+    speed = {k: round(r['images_per_s'], 1) for k, r in results.items()}
+    row = dict(workload=f"{WORKLOADS[kind][0]} {recipe.size} px", device=_device_name(device),
+               precision='bf16 + channels_last' if bf16 else 'fp32', batch=data.dls.train.bs,
+               n_train=data.info['n_train'], n_valid=data.info['n_valid'], timed_epochs=epochs,
+               **{f'{k}_train_images': r['train_images'] for k, r in results.items()},
+               **{f'{k}_images_per_s': v for k, v in speed.items()},
+               b_train_images_per_s=round(results['b']['train_images_per_s'], 1),
+               c_train_images_per_s=round(results['c']['train_images_per_s'], 1),
+               b_over_a=round(speed['b'] / speed['a'], 3), b_over_c=round(speed['b'] / speed['c'], 3),
+               **{f'{k}_{part}_s': round(results[k][f'{part}_s'], 3) for k in 'bc' for part in ('epoch', 'train', 'valid')},
+               **{f'peak_mem_{k}_mib': v for k, v in peaks.items()},
+               data_path=data.info['data_path'], c_data_path=f'file ({loader_workers()} workers)',
+               data_source=data.info['source'])
+    counts = {row[f'{k}_train_images'] for k in 'abc'}
+    if len(counts) != 1: print(f"WARNING: {row['workload']}: the paths saw different numbers of training images per "
+                               f"epoch ({[row[f'{k}_train_images'] for k in 'abc']}); the speeds are still per image")
+    return row, dict(recipe=recipe.to_dict(), data=data.info, precision=row['precision'], paths=results)
+
+
+def _device_name(device):
+    if device.type == 'cuda': return torch.cuda.get_device_name(device)
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n > 1 else ''})"
+
+
+def add_flags(p):
+    p.add_argument('--out', default='results', help='results folder (writes <out>/benchmark/<timestamp>/)')
+    p.add_argument('--quick', action='store_true', help='quick profile: few small images, 1 timed epoch (default on a CPU)')
+    p.add_argument('--full', action='store_true', help='full data and batches (default on a GPU), 2 timed epochs')
+    p.add_argument('--data', default=None, help='Tiny ImageNet folder (default: known places, else generated)')
+    p.add_argument('--moon', default=None, help='moon folder (default: known places, else generated)')
+    p.add_argument('--epochs', type=int, default=None, help='timed epochs after the warm-up one (default: 1 quick, 2 full)')
+    p.add_argument('--only', choices=tuple(WORKLOADS), default=None, help='one workload only')
+
+
+def run(args):
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: expected a whole number >= 1 (timed epochs after the warm-up)")
+    profile = pick_profile(args.quick, args.full)
+    epochs = args.epochs or (2 if profile == 'full' else 1)
     device = default_device()
-    bs, n = (128, 50) if profile['name'] == 'full' else (8, 3)
-    precisions = ['fp32', 'bf16 + channels_last'] if device.type == 'cuda' else ['fp32']
-    rows = []
-    for name, (build, splitter, loss_fn, size, kind) in MODELS.items():
-        for precision in precisions:
-            bf16 = precision != 'fp32'
-            fmt = torch.channels_last if bf16 else torch.contiguous_format
-            batches = [(x.contiguous(memory_format=fmt), y) for x, y in synthetic_batches(kind, bs, size, n, device)]
-            speeds = {}
-            for loop in ('plain', 'fastai'):
-                set_seed(0)
-                model = build().to(device, memory_format=fmt)
-                speeds[loop] = plain_loop(model, batches, loss_fn, bf16) if loop == 'plain' else \
-                    fastai_loop(model, splitter, batches, loss_fn, bf16)
-            rows.append(dict(model=name, precision=precision, batch=bs, batches=n,
-                             plain_images_per_s=round(speeds['plain'], 1), fastai_images_per_s=round(speeds['fastai'], 1),
-                             fastai_over_plain=round(speeds['fastai'] / speeds['plain'], 3)))
-            print(rows[-1], flush=True)
-    rows.append(data_pipeline_speed(data, profile)); print(rows[-1], flush=True)
+    kinds = [args.only] if args.only else list(WORKLOADS)
+    # every data folder is found (or refused) before anything is timed
+    recipes = {k: workload_recipe(k, profile, args.data if k == 'resnet' else args.moon) for k in kinds}
+    rows, configs = [], {}
+    for kind, recipe in recipes.items():
+        row, configs[kind] = measure(kind, recipe, device, epochs, args.debug)
+        rows.append(row)
     env = environment_info()
-    with stage_dir(out, 'benchmark') as folder:
-        write_table(rows, folder, title=f"Training throughput on {env['device']}",
-                    notes='Model rows: synthetic batches already on the device. The DataLoader row: one pass over the '
-                          'real pipeline, no model. Compare numbers only within this table.')
-        write_json(folder / 'config.json', dict(profile=profile, environment=env))
+    title = f"Epoch cost, images/s: a plain loop, b lab path, c fastai default ({env['device']}, {profile} profile)"
+    notes = ("a: plain PyTorch loop on the train set held on the device (no augmentation, metrics or validation). "
+             "b: the lab's build_data + make_learner + fit_recipe, whole epochs (augmentation, metrics, validation, "
+             "checkpoints). c: fastai's default file DataBlock path and Learner (fastai Adam, AvgMetric, progress bar, "
+             "MixedPrecision on a GPU, no channels_last). *_train_images_per_s: training phase only. "
+             f"{WARMUP_EPOCHS} warm-up epoch, then {epochs} timed. Compare numbers only within this table.")
+    with stage_dir(args.out, 'benchmark') as folder:
+        df = write_table(rows, folder, title=title, notes=notes)
+        write_json(folder / 'config.json', dict(profile=profile, warmup_epochs=WARMUP_EPOCHS, timed_epochs=epochs,
+                                                loader_workers=loader_workers(), workloads=configs, environment=env))
+        print(f"\n# {title}\n\n{markdown_table(df)}\n{notes}")
+    return df
+
+
+main = script_main(run, __doc__, 'benchmark.py', add_flags)
+
+if __name__ == '__main__':
+    main()

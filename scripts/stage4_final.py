@@ -70,7 +70,7 @@ def run(recipe, opts):
             f"trained on train + valid; test = the official val split ({n_test} images of {cfg.data}).", '',
             "Why this configuration (each stage's conclusion):", *reasons, '',
             (st.folder / 'ablation.md').read_text().replace('# ', '## ', 1), '',
-            (st.folder / f'final-seed{opts.seeds[0]}' / 'per_class.md').read_text().replace('# ', '## ', 1)]))
+            (st.run_dir(f'final-seed{opts.seeds[0]}') / 'per_class.md').read_text().replace('# ', '## ', 1)]))
         summary = stage_summary('stage4_final', 'Stage 4: final model', cfg, recipes, 'final', rows, headline, opts,
                                 chosen_from=reason, final_recipe=final.to_dict())
         experiments_table(opts.out, st.folder, current=summary)

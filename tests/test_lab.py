@@ -1,18 +1,54 @@
-"Shared machinery: result folders, the run-folder contract, seeds, stage chaining and computed conclusions."
+"Shared machinery: recipes, result folders, the run-folder contract, stage chaining and conclusions with their noise."
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
-from fastai.data.core import DataLoaders
-from torch.utils.data import TensorDataset
 
-from arch.resnet import ResNet, resnet_splitter
-from lab.report import compare, mean_std
-from lab.runs import latest_stage_summary, parse_seeds, stage_dir, write_json
-from lab.stages import BASELINE, aggregate_runs, experiments_table, overfitting_text, previous_choice
-from lab.train import fit_run, make_learner
+from lab.cli import parse_seeds
+from lab.data import resolve_data
+from lab.recipe import FINAL, SPEC, UNET, Recipe, scale_to_profile
+from lab.report import accuracy_text, compare, mean_std, seed_interval, wilson
+from lab.runs import Stage, latest_stage_summary, stage_choice, stage_dir, write_json
+from lab.cli import Options
+from lab.stages import classifier_row, experiments_table, overfitting_text
+from lab.train import RunOptions, make_learner, train_run
 
+
+# ----- recipes ------------------------------------------------------------------------------------------------------
+
+def test_recipe_round_trips_and_validates(tmp_path):
+    r = replace(SPEC, lr=3e-3, model=dict(SPEC.model, channels=(16, 32, 64)))
+    assert r.model['channels'] == [16, 32, 64]  # held as JSON holds it, so a saved recipe compares equal
+    assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    write_json(tmp_path / 'config.json', dict(recipe=r.to_dict()))
+    assert Recipe.load(tmp_path / 'config.json') == r
+    with pytest.raises(ValueError, match=r"unknown recipe fields \['colour'\]"): Recipe.from_dict(dict(colour='red'))
+    with pytest.raises(ValueError, match="no 'recipe' in it"):
+        (tmp_path / 'other.json').write_text('{}'); Recipe.load(tmp_path / 'other.json')
+    with pytest.raises(ValueError, match="--loss 'ce': expected bce, dice or bce_dice for a U-Net"):
+        replace(UNET, loss='ce')
+    with pytest.raises(ValueError, match="--mix 'cutmix'"): replace(UNET, mix='cutmix')
+    assert SPEC.task == 'classify' and UNET.task == 'segment' and UNET.monitor == 'valid_iou'
+
+
+def test_the_profile_only_scales_the_recipe():
+    quick = scale_to_profile(FINAL, 'quick')
+    changed = {k for k, v in quick.to_dict().items() if v != FINAL.to_dict()[k]}
+    assert changed == {'profile', 'epochs', 'size', 'max_items', 'bs'}
+    assert (quick.epochs, quick.size, quick.max_items, quick.bs) == (2, 32, 20, 32)
+    assert scale_to_profile(quick, 'quick') == quick and scale_to_profile(FINAL, 'full') == FINAL
+    assert scale_to_profile(UNET, 'quick').bs == 4
+
+
+def test_parse_seeds():
+    assert parse_seeds('2') == [0, 1] and parse_seeds('3,5') == [3, 5] and parse_seeds('5,') == [5]
+    for bad in ('two', '0', ',', '0,0', '-1,2'):
+        with pytest.raises(ValueError, match='--seeds'): parse_seeds(bad)
+
+
+# ----- folders ------------------------------------------------------------------------------------------------------
 
 def test_stage_dir_publishes_on_success_and_leaves_nothing_on_failure(tmp_path):
     with stage_dir(tmp_path, 'stage') as a: (a / 'x').write_text('1')
@@ -25,38 +61,37 @@ def test_stage_dir_publishes_on_success_and_leaves_nothing_on_failure(tmp_path):
     assert sorted(p.name for p in (tmp_path / 'stage').iterdir()) == done
 
 
-def test_latest_stage_summary_reads_the_newest_finished_run(tmp_path):
+def test_a_stage_that_trained_nothing_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        with Stage(Options(out=str(tmp_path)), 'stage2_baseline', dict(k=1)) as st:
+            (st.folder / 'table.md').write_text('half'); raise ValueError('bad input')
+    assert not any((tmp_path / 'stage2_baseline').iterdir())
+
+
+def test_latest_stage_summary_reads_finished_runs_on_the_same_data(tmp_path, synthetic_tiny, capsys):
+    like = resolve_data(scale_to_profile(replace(SPEC, data=str(synthetic_tiny)), 'quick'))
     assert latest_stage_summary(tmp_path, 'stage3_1_channels') is None
-    for stamp, best in (('20260101-000000', 'A'), ('20260102-000000', 'B')):
+    for stamp, best, key in (('20260101-000000', 'A', like.data_key()),
+                             ('20260102-000000', 'B', dict(like.data_key(), classes='n1,n2'))):
         (tmp_path / 'stage3_1_channels' / stamp).mkdir(parents=True)
-        write_json(tmp_path / 'stage3_1_channels' / stamp / 'summary.json', dict(best=best))
-    (tmp_path / 'stage3_1_channels' / '.20260103-000000.partial').mkdir()
-    write_json(tmp_path / 'stage3_1_channels' / '.20260103-000000.partial' / 'summary.json', dict(best='C'))
+        write_json(tmp_path / 'stage3_1_channels' / stamp / 'summary.json', dict(best=best, data_key=key))
+    (tmp_path / 'stage3_1_channels' / '20260103-000000').mkdir()  # unfinished: no summary.json
     assert latest_stage_summary(tmp_path, 'stage3_1_channels')['best'] == 'B'
+    assert latest_stage_summary(tmp_path, 'stage3_1_channels', like=like)['best'] == 'A'
+    assert "20260102-000000 is not used: it ran on other data" in capsys.readouterr().out
 
 
 def test_write_json_cleans_values(tmp_path):
-    write_json(tmp_path / 'a.json', dict(x=float('nan'), t=torch.tensor(1.5), p=tmp_path))
-    assert json.loads((tmp_path / 'a.json').read_text()) == dict(x=None, t=1.5, p=str(tmp_path))
+    write_json(tmp_path / 'a.json', dict(x=float('nan'), t=torch.tensor(1.5), p=tmp_path, s=slice(1e-5, 1e-4)))
+    assert json.loads((tmp_path / 'a.json').read_text()) == dict(x=None, t=1.5, p=str(tmp_path), s='slice(1e-05, 0.0001)')
 
 
-def test_parse_seeds():
-    assert parse_seeds('2') == [0, 1] and parse_seeds('3,5') == [3, 5] and parse_seeds([1]) == [1]
-    with pytest.raises(ValueError, match='--seeds'): parse_seeds('two')
-    with pytest.raises(ValueError, match='--seeds'): parse_seeds('0')
+# ----- one run ------------------------------------------------------------------------------------------------------
 
-
-def _tiny_dls(n=16, classes=3):
-    g = torch.Generator().manual_seed(0)
-    ds = TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, classes, (n,), generator=g))
-    return DataLoaders.from_dsets(ds, ds, bs=8)
-
-
-def test_fit_run_writes_the_run_folder_contract(tmp_path):
-    model = ResNet((8, 16, 32), (1, 1, 1), n_classes=3)
-    learn = make_learner(model, _tiny_dls(), resnet_splitter)
-    with learn.no_bar():
-        summary = fit_run(learn, tmp_path / 'run', epochs=3, lr=1e-2, config=dict(name='tiny'), seed=7)
+def test_train_run_writes_the_run_folder_contract(tiny3, tmp_path):
+    recipe = resolve_data(replace(scale_to_profile(SPEC, 'quick'), data=str(tiny3), classes='3', size=16, bs=8,
+                                  epochs=3, model=dict(SPEC.model, channels=[4, 8, 16], blocks=[1, 1, 1]), seed=7))
+    summary = train_run(recipe, tmp_path / 'run', RunOptions(export=False))
     run = tmp_path / 'run'
     for f in ('config.json', 'metrics.csv', 'summary.json', 'model.pth', 'model.txt', 'accuracy.png', 'loss.png'):
         assert (run / f).is_file(), f
@@ -64,85 +99,117 @@ def test_fit_run_writes_the_run_folder_contract(tmp_path):
     assert list(history.columns) == ['epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy', 'seconds']
     assert list(history['epoch']) == [0, 1, 2] and (history['seconds'] > 0).all()
     config = json.loads((run / 'config.json').read_text())
-    assert config['seed'] == 7 and config['config'] == dict(name='tiny') and 'torch' in config['environment']
+    assert config['recipe']['seed'] == 7 and config['recipe'] == recipe.to_dict() and 'torch' in config['environment']
     assert config['precision'] == ('bf16 mixed' if torch.cuda.is_available() else 'fp32')
     assert summary['best_epoch'] == int(history['epoch'][history['valid_accuracy'].idxmax()])
     assert summary['best']['valid_accuracy'] == pytest.approx(history['valid_accuracy'].max())
     assert summary['min_valid_loss'] == pytest.approx(history['valid_loss'].min())
-    assert summary['params'] == model.n_params and summary['checkpoint'] == 'model.pth'
-    assert json.loads((run / 'summary.json').read_text())['final']['epoch'] == 2
+    assert summary['checkpoint'] == 'model.pth' and summary['n_valid'] == 6 and summary['final']['epoch'] == 2
+    assert torch.load(run / 'model.pth', weights_only=True)['epoch'] == summary['best_epoch']
     assert 'parameters: ' in (run / 'model.txt').read_text()
+    assert train_run(recipe, run) == json.loads((run / 'summary.json').read_text())  # finished: not trained again
 
 
-def test_make_learner_precision_and_optimiser_choice():
+def test_make_learner_follows_the_recipe(tiny3):
     from fastai.callback.fp16 import MixedPrecision
-    model = ResNet((8, 16, 32), (1, 1, 1), n_classes=3)
-    has_mp = lambda learn: any(isinstance(cb, MixedPrecision) for cb in learn.cbs)
-    assert has_mp(make_learner(model, _tiny_dls(), resnet_splitter, bf16=True))
-    assert not has_mp(make_learner(model, _tiny_dls(), resnet_splitter, bf16=False))
-    with pytest.raises(ValueError, match="--opt 'rmsprop'"):
-        make_learner(model, _tiny_dls(), resnet_splitter, opt='rmsprop')
+    from fastai.callback.mixup import CutMix
+    from fastai.data.core import DataLoaders
+    from torch.utils.data import TensorDataset
+    from arch.resnet import ResNet
+    ds = TensorDataset(torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,)))
+    dls = DataLoaders.from_dsets(ds, ds, bs=4)
+    learn = make_learner(replace(FINAL, precision='fp32'), ResNet((8, 16, 32), (1, 1, 1), n_classes=3), dls)
+    assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs) and any(isinstance(cb, CutMix) for cb in learn.cbs)
+    assert learn.loss_func.eps == 0.1 and learn.wd == 0.05
+    learn.create_opt()
+    assert type(learn.opt.opt).__name__ == 'AdamW'
+    with pytest.raises(ValueError, match="--opt 'rmsprop'"): replace(SPEC, opt='rmsprop')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='--precision bf16: needs a GPU'):
+            make_learner(replace(SPEC, precision='bf16'), ResNet((8, 16, 32), (1, 1, 1), n_classes=3), dls)
 
 
-def _row(name, acc, std=0.0, n=1):
-    return dict(name=name, valid_acc=acc, valid_acc_std=std, n_seeds=n)
+# ----- intervals and conclusions ------------------------------------------------------------------------------------
+
+def test_wilson_and_seed_intervals():
+    lo, hi = wilson(0.714, 500)
+    assert (round(lo, 3), round(hi, 3)) == (0.673, 0.752)  # the figure: 71.4% on 500 test images
+    assert wilson(0.0, 10)[0] == 0.0 and wilson(1.0, 10)[1] == 1.0
+    assert seed_interval([0.7]) is None and seed_interval([0.70, 0.72]) == pytest.approx(12.706 * 0.01414 / 2 ** .5, rel=1e-3)
+    text = accuracy_text(0.145, 200, [0.145])
+    assert '+- 0.00%' not in text and 'one seed' in text and 'Wilson' in text
 
 
-def test_compare_follows_the_numbers_and_the_noise():
+def _row(name, acc, ci=None, n=1, n_eval=None):
+    return dict(name=name, valid_acc=acc, valid_acc_ci=ci, n_seeds=n, n_eval=n_eval)
+
+
+def test_compare_follows_the_numbers_and_both_noises():
     assert compare([_row('A', .6), _row('B', .7)], 'valid_acc')['best'] == 'B'
-    assert compare([_row('A', .8), _row('B', .7)], 'valid_acc')['best'] == 'A'
     one_seed = compare([_row('A', .8), _row('B', .7)], 'valid_acc')
     assert one_seed['significant'] is None and 'One seed only' in one_seed['text']
-    clear = compare([_row('A', .80, .01, 2), _row('B', .70, .02, 2)], 'valid_acc')
+    clear = compare([_row('A', .80, .01, 2, 1000), _row('B', .70, .02, 2, 1000)], 'valid_acc')
     assert clear['significant'] is True and clear['lead'] == pytest.approx(.1)
-    noisy = compare([_row('A', .72, .05, 2), _row('B', .70, .04, 2)], 'valid_acc')
-    assert noisy['significant'] is False and 'not distinguishable' in noisy['text']
-    assert mean_std([1, 3]) == (2.0, pytest.approx(2 ** .5))
+    seeds_noisy = compare([_row('A', .80, .06, 2, 10000), _row('B', .76, .04, 2, 10000)], 'valid_acc')
+    assert seeds_noisy['significant'] is False and 'inside the 95% seed interval' in seeds_noisy['text']
+    small_set = compare([_row('A', .74, .001, 3, 100), _row('B', .70, .001, 3, 100)], 'valid_acc')  # +-8.6 on 100
+    assert small_set['significant'] is False and 'within noise' in small_set['text'] and 'Wilson' in small_set['text']
     assert compare([_row('A', .7), _row('B', .7)], 'valid_acc')['text'].startswith('Tie: A and B')
+    assert mean_std([1, 3]) == (2.0, pytest.approx(2 ** .5))
 
 
 def _run(valid, train, final_valid, final_train, min_loss=1.0, final_loss=1.0, epoch=3):
     return dict(best=dict(valid_accuracy=valid, train_accuracy=train), best_epoch=epoch, params=1_000_000,
                 final=dict(valid_accuracy=final_valid, train_accuracy=final_train, valid_loss=final_loss),
-                min_valid_loss=min_loss, wall_seconds=10.0)
+                min_valid_loss=min_loss, wall_seconds=10.0, n_valid=1000)
 
 
-def test_aggregate_and_overfitting_signs():
-    row = aggregate_runs('A', BASELINE, [_run(.6, .7, .55, .9, 1.0, 1.4), _run(.7, .8, .65, .95, 1.0, 1.2)])
+def test_rows_and_overfitting_signs():
+    row = classifier_row('A', SPEC, [_run(.6, .7, .55, .9, 1.0, 1.4), _run(.7, .8, .65, .95, 1.0, 1.2)])
     assert row['valid_acc'] == pytest.approx(.65) and row['n_seeds'] == 2 and row['params_M'] == 1.0
+    assert row['valid_acc_ci'] == pytest.approx(seed_interval([.6, .7])) and row['n_eval'] == 1000
     assert row['final_gap'] == pytest.approx(.325) and row['valid_loss_rise'] == pytest.approx(.3)
-    fine = aggregate_runs('B', BASELINE, [_run(.6, .62, .6, .63)])
+    assert row['config'] == 'channels=32-64-128-256 blocks=2-2-2-2 act=relu stem=3x3'
+    fine = classifier_row('B', SPEC, [_run(.6, .62, .6, .63)])
     text = overfitting_text([row, fine])
     assert 'A: train accuracy 32.5% above valid' in text and 'B: no clear overfitting' in text
 
 
-def _fake_stage(out, stage, best, cfg, rows):
+def _fake_stage(out, stage, best, recipe, rows):
     folder = out / stage / '20260101-000000'; folder.mkdir(parents=True)
-    write_json(folder / 'summary.json', dict(stage=stage, best=best, best_config=cfg, rows=rows, conclusion=f'{best} won',
-                                             data_source='real', profile='quick'))
+    write_json(folder / 'summary.json', dict(stage=stage, best=best, best_recipe=recipe.to_dict(), rows=rows,
+                                             conclusion=f'{best} won', data_key=recipe.data_key(), profile=recipe.profile))
 
 
 def _stage_row(name, acc):
-    return dict(name=name, config='c', params_M=1.0, valid_acc=acc, valid_acc_std=0.0, train_acc=acc + .2,
+    return dict(name=name, config='c', params_M=1.0, valid_acc=acc, valid_acc_ci=None, train_acc=acc + .2,
                 final_gap=.2 if acc > .5 else .0, best_epoch=2, n_seeds=1)
 
 
-def test_stage_chaining_reads_the_previous_choice(tmp_path):
-    cfg, reason = previous_choice(tmp_path, 'stage3_1_channels', BASELINE)
-    assert cfg == BASELINE and reason.startswith('default')
-    chosen = dict(BASELINE, channels=[64, 128, 256], blocks=[2, 2, 2])
+def test_stage_chaining_hands_over_the_recipe(tmp_path, synthetic_tiny):
+    base = resolve_data(scale_to_profile(replace(SPEC, data=str(synthetic_tiny)), 'quick'))
+    opts = Options(out=str(tmp_path))
+    recipe, reason = stage_choice(opts, 'stage3_1_channels', base)
+    assert recipe == base and reason.startswith('default')
+    chosen = replace(base, model=dict(base.model, channels=[64, 128, 256], blocks=[2, 2, 2]), lr=0.5)
     _fake_stage(tmp_path, 'stage3_1_channels', 'B', chosen, [_stage_row('A', .4), _stage_row('B', .6)])
-    cfg, reason = previous_choice(tmp_path, 'stage3_1_channels', BASELINE)
-    assert cfg == chosen and 'B won' in reason
+    recipe, reason = stage_choice(opts, 'stage3_1_channels', base)
+    assert recipe.model == chosen.model and recipe.lr == base.lr and 'B won' in reason  # the model only
+    recipe, _ = stage_choice(Options(out=str(tmp_path), model_overrides=dict(act='gelu')), 'stage3_1_channels', base)
+    assert recipe.model == dict(chosen.model, act='gelu')  # a model flag given on the command line wins
 
 
 def test_experiments_table_analysis_follows_the_numbers(tmp_path):
-    _fake_stage(tmp_path, 'stage2_baseline', 'baseline', BASELINE, [_stage_row('baseline', .3)])
-    _fake_stage(tmp_path, 'stage3_1_channels', 'B', BASELINE, [_stage_row('A', .4), _stage_row('B', .6)])
+    _fake_stage(tmp_path, 'stage2_baseline', 'baseline', SPEC, [_stage_row('baseline', .3)])
+    _fake_stage(tmp_path, 'stage3_1_channels', 'B', SPEC, [_stage_row('A', .4), _stage_row('B', .6)])
     table = experiments_table(tmp_path, tmp_path)
     assert list(table['variant']) == ['Baseline', '3.1-A', '3.1-B']
     md = (tmp_path / 'experiments.md').read_text()
-    assert 'Best valid accuracy: 3.1-B' in md and 'Overfitting signs' in md and '3.1-B (20.0%)' in md
+    assert 'Best valid accuracy among the comparisons (spec recipe): 3.1-B' in md and '3.1-B (20.0%)' in md
     assert 'Stages not run yet: stage3_2_blocks, stage3_3_activations, stage4_final' in md
+    assert 'WARNING' not in md
+    _fake_stage(tmp_path, 'stage3_2_blocks', 'A', replace(SPEC, classes='5'), [_stage_row('A', .5)])
+    experiments_table(tmp_path, tmp_path)
+    assert 'WARNING: these stages ran on different data' in (tmp_path / 'experiments.md').read_text()
     with pytest.raises(FileNotFoundError, match='no finished stage runs'):
         experiments_table(tmp_path / 'empty', tmp_path)

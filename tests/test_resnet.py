@@ -7,7 +7,10 @@ from torch.utils.data import TensorDataset
 
 from arch.layers import BudgetError, check_budget, count_params, make_activation, max_channels
 from arch.resnet import BasicBlock, ResNet, resnet_splitter
-from lab.stages import BASELINE, activation_variants, blocks_variants
+from dataclasses import replace
+
+from lab.recipe import SPEC
+from lab.stages import activation_variants, blocks_variants
 from lab.train import make_learner
 
 # Exact counts of the stage configurations (10 classes, 3x3 stem).
@@ -44,9 +47,10 @@ def test_stage_configurations(name):
 
 
 def test_stage_variant_builders_follow_the_base():
-    base = dict(BASELINE, channels=[64, 128, 256])  # as read back from a JSON summary
-    assert [v['blocks'] for v in blocks_variants(base).values()] == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
-    assert [v['act'] for v in activation_variants(base).values()] == ['relu', 'leakyrelu', 'elu', 'gelu']
+    base = replace(SPEC, model=dict(SPEC.model, channels=[64, 128, 256], blocks=[2, 2, 2]))
+    assert [v.model['blocks'] for v in blocks_variants(base).values()] == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+    assert [v.model['act'] for v in activation_variants(base).values()] == ['relu', 'leakyrelu', 'elu', 'gelu']
+    assert all(v.model['channels'] == [64, 128, 256] and v.lr == SPEC.lr for v in activation_variants(base).values())
 
 
 def test_timm_resnet18_parity():
@@ -95,8 +99,7 @@ def test_splitter_makes_freeze_freeze():
     groups = resnet_splitter(model)
     assert len(groups) == 5 and sum(len(g) for g in groups) == len(list(model.parameters()))
     ds = TensorDataset(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,)))
-    learn = make_learner(model, DataLoaders.from_dsets(ds, ds, bs=4), resnet_splitter, train_bn=False)
-    learn.freeze()
+    learn = make_learner(replace(SPEC, freeze=True), model, DataLoaders.from_dsets(ds, ds, bs=4))  # train_bn=False
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert trainable == {id(p) for p in model.head.parameters()}
     before = [p.detach().clone() for p in model.stem.parameters()]

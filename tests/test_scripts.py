@@ -1,7 +1,5 @@
-"End to end: the Task 2 and Task 3 scripts on small generated data, one epoch, through their command lines."
-import json
-import subprocess
-import sys
+"End to end: the Task 2 and Task 3 scripts on tiny generated data through their command lines, in this process."
+import json, os, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
@@ -9,99 +7,91 @@ import pytest
 import torch
 
 from arch.resnet import ResNet
-from lab.runs import latest_stage_summary, write_json
+from lab.cli import load_script
+from lab.recipe import CLASSIFIER_128, scale_to_profile
+from lab.runs import latest_stage_summary, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(script, *args):
-    res = subprocess.run([sys.executable, str(ROOT / 'scripts' / script), *args], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
-    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])
-    return res.stdout
+def main_of(name): return load_script(name).main
 
 
-def test_baseline_then_final_with_test_report(synthetic_tiny, tmp_path):
-    out = str(tmp_path)
-    run_script('stage2_baseline.py', '--data', str(synthetic_tiny), '--out', out, '--quick', '--epochs', '1')
+def test_baseline_then_final_with_ablation_and_test_report(tiny_cli, tmp_path, capsys):
+    out = tmp_path / 'out'
+    main_of('stage2_baseline')(tiny_cli(epochs=1))
     base = latest_stage_summary(out, 'stage2_baseline')
-    assert base['data_source'] == 'synthetic' and base['best_config']['channels'] == [32, 64, 128, 256]
     run_dir = Path(base['path']) / 'baseline-seed0'
     assert len(pd.read_csv(run_dir / 'metrics.csv')) == 1 and (run_dir / 'model.pth').exists()
+    assert 'ResNet(' in capsys.readouterr().out  # T2.6: the architecture is printed
 
-    printed = run_script('stage4_final.py', '--data', str(synthetic_tiny), '--out', out, '--quick', '--epochs', '1')
-    assert 'no finished stage3_3_activations run' in printed  # run alone, it says it falls back to the default
+    main_of('stage4_final')(tiny_cli(epochs=1))
+    printed = capsys.readouterr().out
+    assert 'no finished stage3_3_activations run on this data' in printed  # run alone, it says it uses the default
     final = latest_stage_summary(out, 'stage4_final')
     folder = Path(final['path'])
+    ablation = pd.read_csv(folder / 'ablation.csv')
+    assert ablation['step'].str.split(':| \\(').str[0].tolist() == [
+        'spec', '+ one-cycle AdamW', '+ label smoothing', '+ stronger augmentation', '+ sample mixing',
+        '+ test-time augmentation', 'final']
+    assert ablation['test_gain'].iloc[1] == pytest.approx(ablation['test_acc'].iloc[1] - ablation['test_acc'].iloc[0])
     per_class = pd.read_csv(folder / 'final-seed0' / 'per_class.csv')
-    assert len(per_class) == 11 and per_class['support'].iloc[-1] == 50  # 10 classes x 5 test images, + macro avg
+    assert len(per_class) == 4 and per_class['support'].iloc[-1] == 6  # 3 classes x 2 test images, + macro avg
     cm = pd.read_csv(folder / 'final-seed0' / 'confusion_matrix.csv', index_col=0)
-    run = json.loads((folder / 'final-seed0' / 'summary.json').read_text())
-    assert cm.values.sum() == 50 and run['test_acc'] == pytest.approx(cm.values.trace() / 50)
+    run = read_json(folder / 'final-seed0' / 'summary.json')
+    assert cm.values.sum() == 6 and run['test_acc'] == pytest.approx(cm.values.trace() / 6)
+    assert run['recipe']['train_on_valid'] and run['monitor'].startswith('last epoch')
     for png in ('confusion_matrix.png', 'show_results.png', 'test_samples.png', 'accuracy.png', 'loss.png'):
         assert (folder / 'final-seed0' / png).is_file()
     final_md = (folder / 'final.md').read_text()
-    assert 'Why this configuration' in final_md and 'stage3_3_activations: default' in final_md
+    assert 'Why this configuration' in final_md and 'stage3_3_activations: default' in final_md and 'Wilson' in final_md
     table = pd.read_csv(folder / 'experiments.csv')
-    assert list(table['variant']) == ['Baseline', 'Final'] and table['test_acc'].iloc[-1] == pytest.approx(run['test_acc'])
+    assert list(table['variant']) == ['Baseline', 'Final']
+    assert table['test_acc'].iloc[-1] == pytest.approx(ablation['test_acc'].iloc[-1])
+    assert (folder / 'final-seed0' / 'export.pkl').is_file()
 
 
-def test_activation_stage_records_statistics_and_reads_stage_3_2(synthetic_tiny, tmp_path):
-    chosen = dict(channels=[16, 32, 64], blocks=[1, 1, 1], act='relu', stem='3x3')
-    folder = tmp_path / 'stage3_2_blocks' / '20260101-000000'; folder.mkdir(parents=True)
-    write_json(folder / 'summary.json', dict(best='A', best_config=chosen, conclusion='A won'))
-    run_script('stage3_3_activations.py', '--data', str(synthetic_tiny), '--out', str(tmp_path), '--quick',
-               '--epochs', '1')
-    stage = latest_stage_summary(tmp_path, 'stage3_3_activations')
-    assert stage['chosen_from'] == 'stage3_2_blocks: A won'
-    assert [r['config'] for r in stage['rows']] == [f'channels=16-32-64 blocks=1-1-1 act={a} stem=3x3'
-                                                    for a in ('relu', 'leakyrelu', 'elu', 'gelu')]
-    for r in stage['rows']:
-        assert 0 < r['dead_share'] < 1 and r['grad_first_over_last'] > 0
-    folder = Path(stage['path'])
-    assert (folder / 'statistics_per_layer.png').is_file() and (folder / 'gradients_over_training.png').is_file()
-    grads = pd.read_csv(folder / 'D-seed0' / 'gradient_stats.csv')
-    assert {'step', 'layer', 'grad_norm', 'weight_norm'} <= set(grads.columns)
-    # zero-initialised last BN of each block: its convs get no gradient at the very first step, all do later
-    assert grads[grads.step == grads.step.max()]['grad_norm'].gt(0).all()
-    acts = pd.read_csv(folder / 'A-seed0' / 'activation_stats.csv')
-    assert acts['dead'].between(0, 1).all()
-
-
-def test_unet_and_backbone_variants(synthetic_moon, tmp_path):
-    out = str(tmp_path)
-    # A small stand-in for the 128 px classifier's published stage folder
-    config = dict(channels=[8, 16, 32, 64], blocks=[1, 1, 1, 1], act='relu', stem='3x3s2')
-    folder = tmp_path / 'task3_classifier128' / '20260101-000000'
-    (folder / 'run').mkdir(parents=True)
-    torch.save(ResNet(**config).state_dict(), folder / 'run' / 'model.pth')
-    write_json(folder / 'summary.json', dict(best_config=config, checkpoint='run/model.pth'))
-
-    run_script('task3_unet.py', '--data', str(synthetic_moon), '--out', out, '--quick', '--epochs', '1')
+def test_unet_then_classifier_backbone_variants(tiny_cli, synthetic_moon, tmp_path):
+    out, moon = tmp_path / 'out', ['--data', str(synthetic_moon), '--out', str(tmp_path / 'out'), '--quick', '--size', '16']
+    main_of('task3_classifier128')(tiny_cli('--stem', '3x3s2', '--size', '32', epochs=1))
+    clf = latest_stage_summary(out, 'task3_classifier128')
+    assert (Path(clf['path']) / 'classifier128-seed0' / 'confusion_matrix.csv').is_file() and 'test accuracy' in clf['conclusion']
+    main_of('task3_unet')([*moon, '--epochs', '1', '--base', '8'])
     unet = latest_stage_summary(out, 'task3_unet')
-    assert unet['data_source'] == 'synthetic' and 0 <= unet['rows'][0]['iou'] <= 1
-    figures = list(Path(unet['path']).glob('unet-seed0/prediction_*.png'))
-    assert 1 <= len(figures) <= 5 and (Path(unet['path']) / 'unet-seed0' / 'show_results.png').exists()
-
-    run_script('task3_unet_backbone.py', '--data', str(synthetic_moon), '--out', out, '--quick', '--epochs', '2')
+    row = unet['rows'][0]
+    assert 0 <= row['iou'] <= 1 and 'test_iou' in row and read_json(Path(unet['path']) / 'unet-seed0' / 'summary.json')['n_test'] == 1
+    assert list(Path(unet['path']).glob('unet-seed0/prediction_*.png'))
+    main_of('task3_unet_backbone')([*moon, '--epochs', '2', '--tiny', str(tiny_cli()[1])])
     result = latest_stage_summary(out, 'task3_unet_backbone')
     rows = {r['name'].split(' (')[0]: r for r in result['rows']}
     assert set(rows) == {'baseline U-Net', 'A: frozen encoder', 'B: fine-tuned'}
     assert rows['A: frozen encoder']['trainable_M'] < rows['A: frozen encoder']['params_M']
     assert rows['B: fine-tuned']['trainable_M'] == rows['B: fine-tuned']['params_M']
     assert rows['B: fine-tuned']['epochs'] == 3  # A's 2 epochs + 1 of fine-tuning
-    assert result['best'].split(' (')[0] in rows and result['conclusion'] in (Path(result['path']) / 'table.md').read_text()
+    b = read_json(Path(result['path']) / 'B-seed0' / 'config.json')['recipe']
+    assert b['init'].endswith('A-seed0/model.pth') and (b['lr'], b['encoder_lr']) == (1e-4, 1e-5)
+    assert result['best'] in [r['name'] for r in result['rows']] and result['conclusion'] in (Path(result['path']) / 'table.md').read_text()
 
 
-def test_backbone_without_checkpoint_is_a_clear_error(synthetic_moon, tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'task3_unet_backbone.py'), '--data', str(synthetic_moon),
-                          '--out', str(tmp_path), '--quick'], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert res.returncode != 0 and 'no 128 px classifier under' in res.stderr and '--train-backbone' in res.stderr
+def test_backbone_without_a_classifier_is_a_clear_error(synthetic_moon, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main_of('task3_unet_backbone')(['--data', str(synthetic_moon), '--out', str(tmp_path), '--quick'])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and 'no 128 px classifier of the quick profile' in err and '--train-backbone' in err
     assert not (tmp_path / 'task3_unet_backbone').exists() or not any((tmp_path / 'task3_unet_backbone').iterdir())
 
 
-def test_benchmark_measures_models_and_data(synthetic_tiny, tmp_path):
-    run_script('benchmark.py', '--quick', '--data', str(synthetic_tiny), '--out', str(tmp_path))
-    table = pd.read_csv(next((tmp_path / 'benchmark').glob('*/table.csv')))
-    assert list(table['model'][:2]) == ['ResNet 64 px', 'U-Net 128 px'] and table['model'][2].startswith('Tiny ImageNet')
-    assert (table['fastai_images_per_s'] > 0).all() and (table['plain_images_per_s'][:2] > 0).all()
+def test_one_model_on_two_processes_with_torchrun(tiny_cli, tmp_path):
+    "DDP through fastai's distrib_ctx, two CPU processes (gloo): one run, written once, by rank 0."
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                          str(ROOT / 'scripts' / 'stage4_final.py'), '--no-ablation', *tiny_cli(epochs=2)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = latest_stage_summary(tmp_path / 'out', 'stage4_final')
+    run = Path(final['path']) / 'final-seed0'
+    history = pd.read_csv(run / 'metrics.csv')
+    assert list(history['epoch']) == [0, 1]  # one row per epoch: rank 1 wrote nothing
+    assert json.loads((run / 'config.json').read_text())['recipe']['train_on_valid']
+    assert res.stdout.count('final-seed0 epoch 1/2') == 1  # only rank 0 speaks
+    assert [p.name for p in (tmp_path / 'out' / 'stage4_final').iterdir()] == [Path(final['path']).name]

@@ -1,0 +1,82 @@
+"scripts/benchmark.py in-process on tiny generated data: the a/b/c table of both workloads, and one-line errors."
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from data.synthetic import make_moon_like, make_tiny_imagenet_like
+from lab.cli import load_script
+
+PATHS = 'abc'
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('bench')
+    return (make_tiny_imagenet_like(root / 'tiny', n_classes=3, n_train=8, n_val=2, size=16),
+            make_moon_like(root / 'moon', n=8, width=48, height=32))
+
+
+@pytest.fixture(scope='module')
+def bench(tiny_data, tmp_path_factory):
+    """One quick run of both workloads: (table, config, folder). One torch thread (the script honours
+    OMP_NUM_THREADS): on a shared 2-core CPU, two threads fighting other processes run several times slower."""
+    tiny, moon = tiny_data
+    out = tmp_path_factory.mktemp('out')
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('OMP_NUM_THREADS', '1')
+        try: load_script('benchmark').main(['--quick', '--data', str(tiny), '--moon', str(moon), '--out', str(out)])
+        finally: torch.set_num_threads(threads)
+    folder, = (out / 'benchmark').iterdir()
+    return pd.read_csv(folder / 'table.csv'), json.loads((folder / 'config.json').read_text()), folder
+
+
+def test_table_has_a_b_c_for_both_workloads(bench):
+    table, config, folder = bench
+    assert list(table['workload']) == ['ResNet 32 px', 'U-Net 64 px']  # quick profile: half-size images
+    for k in PATHS: assert (table[f'{k}_images_per_s'] > 0).all()
+    assert (table[['b_train_images_per_s', 'c_train_images_per_s']] > 0).all().all()
+    assert (table['b_over_a'] == (table['b_images_per_s'] / table['a_images_per_s']).round(3)).all()
+    assert (table['b_over_c'] == (table['b_images_per_s'] / table['c_images_per_s']).round(3)).all()
+    # whole epochs cost at least their training phase, which is at least as fast as the whole epoch
+    for k in 'bc': assert (table[f'{k}_train_images_per_s'] >= table[f'{k}_images_per_s']).all()
+    assert list(table['precision']) == ['fp32', 'fp32'] and (table['peak_mem_a_mib'] == '-').all()
+    assert (table['device'] == 'cpu (1 thread)').all()
+    assert (table['data_path'] == 'cpu').all() and (table['c_data_path'] == 'file (0 workers)').all()
+    assert (folder / 'table.md').read_text().count('\n|---') == 1 and set(config['workloads']) == {'resnet', 'unet'}
+    assert config['timed_epochs'] == 1 and config['warmup_epochs'] == 1
+
+
+def test_paths_see_the_same_training_images(bench):
+    table, config, _ = bench
+    for _, row in table.iterrows():
+        seen = {row[f'{k}_train_images'] for k in PATHS}
+        assert seen == {row['n_train'] // row['batch'] * row['batch']} and seen != {0}  # last partial batch dropped
+    assert list(table['n_train']) == [18, 5] and list(table['batch']) == [18, 4]
+
+
+def test_paths_are_what_they_say(bench):
+    _, config, _ = bench
+    res, seg = config['workloads']['resnet'], config['workloads']['unet']
+    b, c = res['paths']['b']['callbacks'], res['paths']['c']['callbacks']
+    assert 'ProgressCallback' not in b and {'Checkpoints (fit)', 'MetricsCSV (fit)'} <= set(b)
+    assert 'ProgressCallback' in c and 'MixedPrecision' not in c  # fastai's defaults; fp32 on a CPU
+    assert res['paths']['c']['optimizer'] == 'fastai.optimizer.Adam' and res['recipe']['classes'].count(',') == 2
+    assert seg['recipe']['arch'] == 'unet' and seg['recipe']['size'] == 64 and seg['data']['data_path'] == 'cpu'
+
+
+@pytest.mark.parametrize('argv, says', [
+    (['--only', 'vgg'], "invalid choice: 'vgg'"),
+    (['--epochs', '0'], '--epochs 0'),
+    (['--quick', '--full'], 'contradict'),
+    (['--only', 'resnet', '--data', '{tmp}/missing'], 'missing: no such folder'),
+    (['--only', 'unet', '--moon', '{tmp}/missing'], 'missing'),
+])
+def test_bad_flags_give_one_line_and_exit_2(argv, says, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path) for a in argv] + ['--out', str(tmp_path / 'out')]
+    with pytest.raises(SystemExit) as e: load_script('benchmark').main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
+    assert not (tmp_path / 'out' / 'benchmark').exists()  # nothing was measured, nothing is left behind
