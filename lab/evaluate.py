@@ -153,7 +153,7 @@ def check_run_dir(run_dir, need):
                                 f"e.g. {run / inside[0]})")
     beside = sorted(p.parent.name for p in run.parent.glob(f'*/{need}') if p.parent != run)
     others = (f"; runs beside it with {need}: {', '.join(beside[:8])}" if beside else
-              f"; no run beside it has one")
+              "; no run beside it has one")
     if (run / 'config.json').is_file():
         if not (run / 'summary.json').is_file():
             when = 'when the run finishes' if need == 'export.pkl' else 'after its first epoch'

@@ -9,7 +9,6 @@ import multiprocessing as mp
 import os, signal, sys, traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 

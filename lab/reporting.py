@@ -669,7 +669,7 @@ def _link(path, base):
     return urllib.parse.quote(Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix(), safe='/')
 
 
-def _alt(text): return re.sub(r'[\[\]`*_]', '', text)
+def _alt(text): return re.sub(r'([\\\[\]`*_])', r'\\\1', text)  # Markdown-escaped: the alt text reads as written
 
 
 def render_markdown(blocks, base):
@@ -686,7 +686,7 @@ def render_markdown(blocks, base):
 
 def image_links(markdown_text):
     "The image links of a Markdown text, in order (URL-decoded)."
-    return [urllib.parse.unquote(m) for m in re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)', markdown_text)]
+    return [urllib.parse.unquote(m) for m in re.findall(r'!\[(?:\\.|[^\]\\])*\]\(([^)\s]+)\)', markdown_text)]
 
 
 MIME = {'.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.gif': 'image/gif', '.svg': 'image/svg+xml',
@@ -737,10 +737,9 @@ def markdown_to_html(text, base, title='Lab report'):
             if t.children: walk(t.children)
     walk(tokens)
     for t in tokens:  # a row of several figures: two to a line, except wide ones (a row of panels)
-        images = [c for c in (t.children or []) if c.type == 'image']
+        images = [c for c in (t.children or []) if c.type == 'image' and not c.meta.get('wide')]
         if len(images) > 1:
-            for c in images:
-                if not c.meta.get('wide'): c.attrSet('class', 'pair')
+            for c in images: c.attrSet('class', 'pair')
     body = md.renderer.render(tokens, md.options, {})
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{html.escape(title)}</title>\n'

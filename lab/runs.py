@@ -162,7 +162,6 @@ class Stage:
         return None
 
     def __enter__(self):
-        from .cli import Interrupted  # noqa: F401  (SIGTERM becomes an exception in lab.cli)
         if is_rank0():
             found = self._find_resumable() if self.opts.resume else None
             if found and found[1]:

@@ -5,6 +5,7 @@ A stage invocation writes ``<out>/<stage>/<timestamp>/`` (`lab.runs.Stage`): one
 through `lab.runs.stage_choice`. The data split is fixed (`split_seed`) across seeds, so that the seeds vary only the
 initialisation, the batch order and the augmentation, and every variant is judged on the same valid images.
 """
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,8 +36,12 @@ def activation_variants(base):
 
 
 def open_stage(opts, name, recipe):
-    "The `Stage` of one invocation: its key is the resolved recipe and the seeds (what --resume must find again)."
+    """The `Stage` of one invocation: its key is the resolved recipe and the seeds (what --resume must find again).
+    The data is read once here, before anything is trained: every image is decoded (and cached), so a bad file stops
+    the stage up front with its path, and parallel runs load the cache instead of decoding it again."""
+    from .data import build_data
     recipe = resolve_data(recipe, say=True)
+    build_data(recipe)
     return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe
 
 
@@ -92,7 +97,13 @@ def stage_summary(stage_name, title, recipe, variants, best, rows, conclusion, o
     return dict(stage=stage_name, title=title, best=best, best_recipe=variants[best].to_dict(),
                 best_config=describe_model(variants[best]), conclusion=conclusion, rows=rows, recipe=recipe.to_dict(),
                 data_key=recipe.data_key(), data=recipe.data, classes=recipe.classes, profile=recipe.profile,
+                data_source=_source(recipe),
                 seeds=opts.seeds, epochs=recipe.epochs, **extra)
+
+
+def _source(recipe):
+    "'real' or 'synthetic' (a generated stand-in) for a resolved recipe's data folder."
+    return 'synthetic' if (Path(recipe.data) / 'SYNTHETIC').exists() else 'real'
 
 
 def lr_find_stage(st, recipe):
@@ -101,7 +112,9 @@ def lr_find_stage(st, recipe):
     from fastai.callback.schedule import minimum, slide, steep, valley
     from .data import build_data
     from .runs import write_json
-    from .train import build_model, make_learner, seed_everything
+    from .train import build_model, make_learner, seed_everything, setup_torch
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise ValueError("--lr-find: run it without torchrun")
+    setup_torch()
     seed_everything(recipe.seed)
     data = build_data(recipe)
     learn = make_learner(recipe, build_model(recipe), data.dls)

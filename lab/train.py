@@ -11,7 +11,7 @@ scripts/predict.py), curves and, last of all, summary.json: a run folder without
 Train-set metrics are fastai's `Recorder(train_metrics=True)`: accumulated over the epoch's training batches, with
 augmentation (and CutMix) on, while the weights move; the train loss is fastai's smoothed loss at the epoch's end.
 """
-import os, random, sys, time
+import os, random, time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -333,7 +333,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     from .evaluate import evaluate_run
     setup_torch(options.jobs)
     seed_everything(recipe.seed, recipe.deterministic)
-    data = build_data(recipe)
+    data = build_data(recipe, say=False)  # the stage said which data it is
     model = build_model(recipe)
     stats = _stats_callbacks(data.dls, recipe.epochs) if options.stats else []
     learn = make_learner(recipe, model, data.dls, cbs=stats)

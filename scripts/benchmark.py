@@ -112,9 +112,10 @@ def train_tensors(data, device, channels_last):
 
 def plain_loop(recipe, data, device, bf16, epochs):
     "(images/s, training images per epoch) of a bare training loop over the train set held on the device."
-    x, y = train_tensors(data, device, channels_last=bf16)
+    cl = device.type == 'cuda'  # channels_last on a GPU, as make_learner does
+    x, y = train_tensors(data, device, channels_last=cl)
     seed_everything(recipe.seed, recipe.deterministic)
-    model = build_model(recipe).to(device, memory_format=torch.channels_last if bf16 else torch.contiguous_format)
+    model = build_model(recipe).to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     model.train()
     fused = dict(fused=True) if device.type == 'cuda' and recipe.opt != 'sgd' else {}
     opt = OPTIMIZERS[recipe.opt](model.parameters(), lr=recipe.lr, weight_decay=recipe.wd, **fused)
@@ -125,7 +126,7 @@ def plain_loop(recipe, data, device, bf16, epochs):
         perm = torch.randperm(n, device=device)
         for i in range(steps):
             idx = perm[i * bs:(i + 1) * bs]
-            xb = x[idx].contiguous(memory_format=torch.channels_last) if bf16 else x[idx]  # no copy when it already is
+            xb = x[idx].contiguous(memory_format=torch.channels_last) if cl else x[idx]  # no copy when it already is
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 loss = loss_fn(model(xb), y[idx])
             loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
@@ -262,7 +263,8 @@ def measure(kind, recipe, device, epochs, debug):
         print(f"{WORKLOADS[kind][0]} {name}: {results[name]['images_per_s']:,.1f} images/s", flush=True)
     speed = {k: round(r['images_per_s'], 1) for k, r in results.items()}
     row = dict(workload=f"{WORKLOADS[kind][0]} {recipe.size} px", device=_device_name(device),
-               precision='bf16 + channels_last' if bf16 else 'fp32', batch=data.dls.train.bs,
+               precision=('bf16' if bf16 else 'fp32') + (' + channels_last' if device.type == 'cuda' else ''),
+               batch=data.dls.train.bs,
                n_train=data.info['n_train'], n_valid=data.info['n_valid'], timed_epochs=epochs,
                **{f'{k}_train_images': r['train_images'] for k, r in results.items()},
                **{f'{k}_images_per_s': v for k, v in speed.items()},

@@ -27,7 +27,7 @@ def flags(p):
     p.add_argument('--threshold', type=float, default=0.5, help='segmentation: rock where the sigmoid exceeds this')
 
 
-def _unique(folder, stem, used):
+def _unique(stem, used):
     name, k = stem, 1
     while name in used: k += 1; name = f'{stem}_{k}'
     used.add(name)
@@ -61,7 +61,7 @@ def body(args):
     out.mkdir(parents=True, exist_ok=True)
     rows, used = [], set()
     for f, (w, h), (prob, mask) in zip(files, sizes, predict_masks(learn, files, args.threshold)):
-        name = _unique(out, f.stem, used)
+        name = _unique(f.stem, used)
         Image.fromarray(mask, mode='L').save(out / f'{name}_mask.png')
         overlay_mask(f, mask).save(out / f'{name}_overlay.png')
         rows.append(dict(file=str(f), width=w, height=h, rock_share=round(float((mask > 0).mean()), 6),

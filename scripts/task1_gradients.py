@@ -157,7 +157,8 @@ def main(data: str = None,      # Tiny ImageNet root: also check one batch of re
             layers.to_csv(folder / 'layers.csv', index=False)
             (folder / 'explanation.md').write_text(explanation)
             write_json(folder / 'summary.json', dict(passed=ok, norm='L2 norm of the weight gradient (and mean |grad|)',
-                                                     best=None, checked=main_row, variants=table, images=image_source))
+                                                     best=None, checked=main_row, variants=table, images=image_source,
+                                                     profile='quick' if quick else 'full', seeds=seeds))
             write_json(folder / 'config.json', dict(data=data, out=out, quick=quick, seeds=seeds, depth=depth, batch=batch,
                                                     images=image_source, environment=environment_info()))
         print(explanation)

@@ -131,7 +131,8 @@ def main(data: str = None,      # Tiny ImageNet root for real images (default: k
             write_table(var_checks, folder, name='weight_variances', title='Measured weight variances per layer')
             (folder / 'explanation.md').write_text(explanation)
             write_json(folder / 'summary.json', dict(findings=findings, max_ratio_error=worst, expected_std_ratio=math.sqrt(ratio),
-                                                     images=image_source, best=None))
+                                                     images=image_source, best=None, profile='quick' if quick else 'full',
+                                                     seeds=seeds))
             write_json(folder / 'config.json', dict(data=data, out=out, quick=quick, seeds=seeds, ratio=ratio, size=size,
                                                     n_random=n, images=image_source, environment=environment_info()))
         print(explanation)

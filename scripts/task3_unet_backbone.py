@@ -85,7 +85,8 @@ def run(recipe, opts):
         write_table(rows, st.folder, title='Task 3.3: U-Net with the classifier backbone vs the baseline (valid IoU)',
                     notes=f"{verdict['text']}\n\nData: {a.data}; seeds {opts.seeds}; B's epochs and seconds include A's; "
                           f"encoder: {checkpoint}.")
-        recipes = {rows[0]['name']: replace(a, arch='unet', model=UNET.model, init=None, freeze=False),
+        baseline = Recipe.from_dict(base['best_recipe']) if base else runs[f'unet-seed{opts.seeds[0]}']
+        recipes = {rows[0]['name']: baseline,
                    rows[1]['name']: a, rows[2]['name']: runs[f'B-seed{opts.seeds[0]}']}
         summary = st.finish(stage_summary('task3_unet_backbone', 'Task 3.3: U-Net on the classifier backbone', a,
                                           recipes, verdict['best'], rows, verdict['text'], opts, checkpoint=checkpoint,

@@ -1,11 +1,21 @@
-"Shared fixtures: the real data subsets in ../shared/data (skipped when absent) and small synthetic datasets."
+"""Shared fixtures: the real data subsets in ../shared/data (skipped when absent), small synthetic datasets, and a
+tiny results tree of every stage, trained once per session.
+
+The tests run torch on one thread (lab.profile.cpu_threads reads OMP_NUM_THREADS): the models here are tiny, and on a
+2-core machine shared with anything else two spinning threads run them up to 10x slower."""
+import os
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 from pathlib import Path
 
 import matplotlib
 matplotlib.use('Agg')  # show_batch and plots in tests never open a window
 import pytest
+import torch
 
 from data.synthetic import make_moon_like, make_tiny_imagenet_like
+from lab.cli import load_script
+
+torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 SHARED = Path(__file__).resolve().parents[1].parent/'shared'/'data'
 
@@ -54,3 +64,21 @@ def tiny_argv(data, out, *extra, epochs=2):
 def tiny_cli(tiny3, tmp_path):
     "`tiny_cli(*extra, epochs=2)`: the argv of a tiny classifier run writing under this test's tmp_path/'out'."
     return lambda *extra, epochs=2: tiny_argv(tiny3, tmp_path/'out', *extra, epochs=epochs)
+
+
+@pytest.fixture(scope='session')
+def results(tmp_path_factory):
+    "A results tree of every kind of run (Task 1, baseline, final, 128 px classifier, U-Net: 16-32 px, 1 epoch)."
+    root = tmp_path_factory.mktemp('lab_results')
+    tiny = make_tiny_imagenet_like(root / 'tiny', n_classes=3, n_train=10, n_val=2, size=16)
+    moon = make_moon_like(root / 'moon', n=12, width=48, height=32)
+    out = root / 'out'
+    small = ['--data', str(tiny), '--out', str(out), '--quick', '--epochs', '1', '--size', '16', '--classes', '3', '--bs', '8']
+    load_script('task1_variance').main(out=str(out), quick=True, seeds='1', size=32, data=str(tiny))
+    load_script('task1_gradients').main(out=str(out), quick=True, seeds='1', batch=4, data=str(tiny))
+    load_script('stage2_baseline').main([*small, '--channels', '4,8,16', '--blocks', '1,1,1'])
+    load_script('stage4_final').main([*small, '--channels', '4,8,16', '--blocks', '1,1,1', '--no-ablation'])
+    load_script('task3_classifier128').main([*small, '--channels', '4,8,16,32', '--blocks', '1,1,1,1', '--no-tta'])
+    load_script('task3_unet').main(['--data', str(moon), '--out', str(out), '--quick', '--epochs', '1', '--size', '32',
+                                    '--base', '8'])
+    return dict(root=root, out=out, tiny=Path(tiny), moon=Path(moon))

@@ -1,5 +1,5 @@
-"""scripts/predict.py (a run's export.pkl) and scripts/evaluate.py (a run's model.pth) on the tiny results tree of
-tests/test_report.py, in this process; errors are one line on stderr with exit code 2."""
+"""scripts/predict.py (a run's export.pkl) and scripts/evaluate.py (a run's model.pth) on the session's tiny results
+tree (conftest `results`), in this process; errors are one line on stderr with exit code 2."""
 import json, shutil
 from pathlib import Path
 
@@ -11,16 +11,6 @@ from PIL import Image
 
 from lab.cli import load_script
 from lab.runs import read_json
-from test_report import lab_results, one_thread
-
-
-@pytest.fixture(scope='session')
-def results(): return lab_results()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread(): yield
 
 
 def run_of(results, stage, name):

@@ -1,65 +1,13 @@
-"""scripts/report.py (REPORT.md, REPORT.html) on a small real results tree, and --lr-find of a training script.
-
-`lab_results()` trains the tiny results tree once per session (Task 1 probes, baseline, final, 128 px classifier,
-U-Net: 16-32 px, 1 epoch); tests/test_predict_evaluate.py uses the same tree.
-"""
-import atexit, json, os, re, shutil, tempfile, urllib.parse
-from contextlib import contextmanager
+"""scripts/report.py (REPORT.md, REPORT.html) on the session's tiny results tree (conftest `results`), and --lr-find
+of a training script."""
+import json, re, shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from data.synthetic import make_moon_like, make_tiny_imagenet_like
 from lab.cli import load_script
 from lab.reporting import SECTIONS, image_links
 from lab.runs import latest_stage_summary, read_json, write_json
-
-_CACHE = {}
-
-
-@contextmanager
-def one_thread():
-    """One torch thread (lab.profile.cpu_threads reads OMP_NUM_THREADS): on a 2-core CPU shared with other jobs, two
-    threads of these tiny models spin against each other and run ~10x slower."""
-    saved, threads = os.environ.get('OMP_NUM_THREADS'), torch.get_num_threads()
-    os.environ['OMP_NUM_THREADS'] = '1'; torch.set_num_threads(1)
-    try: yield
-    finally:
-        if saved is None: os.environ.pop('OMP_NUM_THREADS', None)
-        else: os.environ['OMP_NUM_THREADS'] = saved
-        torch.set_num_threads(threads)
-
-
-def tiny_argv(tiny, out, *extra):
-    return ['--data', str(tiny), '--out', str(out), '--quick', '--epochs', '1', '--size', '16', '--classes', '3',
-            '--bs', '8', *extra]
-
-
-def lab_results():
-    "The session's results tree: dict(root, out, tiny, moon), trained once (about 20 s on 2 cores)."
-    if _CACHE: return _CACHE
-    root = Path(tempfile.mkdtemp(prefix='lab_report_'))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    tiny = make_tiny_imagenet_like(root / 'tiny', n_classes=3, n_train=10, n_val=2, size=16)
-    moon = make_moon_like(root / 'moon', n=12, width=48, height=32)
-    out = root / 'out'
-    with one_thread():
-        load_script('task1_variance').main(out=str(out), quick=True, seeds='1', size=32, data=str(tiny))
-        load_script('task1_gradients').main(out=str(out), quick=True, seeds='1', batch=4, data=str(tiny))
-        load_script('stage2_baseline').main(tiny_argv(tiny, out, '--channels', '4,8,16', '--blocks', '1,1,1'))
-        load_script('stage4_final').main(tiny_argv(tiny, out, '--channels', '4,8,16', '--blocks', '1,1,1', '--no-ablation'))
-        load_script('task3_classifier128').main(tiny_argv(tiny, out, '--channels', '4,8,16,32', '--blocks', '1,1,1,1',
-                                                          '--no-tta'))
-        load_script('task3_unet').main(['--data', str(moon), '--out', str(out), '--quick', '--epochs', '1',
-                                        '--size', '32', '--base', '8'])
-    _CACHE.update(root=root, out=out, tiny=Path(tiny), moon=Path(moon))
-    return _CACHE
-
-
-@pytest.fixture(scope='session')
-def results(): return lab_results()
-
 
 def report(out):
     "Run scripts/report.py in this process; (REPORT.md text of <out>, the written paths)."
@@ -169,11 +117,9 @@ def test_report_of_an_empty_folder_and_a_missing_one(tmp_path, capsys):
     assert e.value.code == 2 and len(err.splitlines()) == 1 and 'no such results folder' in err
 
 
-def test_lr_find_writes_its_suggestions_and_trains_nothing(tmp_path):
-    tiny = make_tiny_imagenet_like(tmp_path / 'tiny', n_classes=3, n_train=10, n_val=2, size=16)
+def test_lr_find_writes_its_suggestions_and_trains_nothing(tiny_cli, tmp_path):
     out = tmp_path / 'out'
-    with one_thread():
-        load_script('stage2_baseline').main(tiny_argv(tiny, out, '--channels', '4,8,16', '--blocks', '1,1,1', '--lr-find'))
+    load_script('stage2_baseline').main(tiny_cli('--lr-find'))
     (folder,) = (out / 'stage2_baseline').iterdir()
     found = json.loads((folder / 'lr_find.json').read_text())
     assert set(found['suggested']) == {'minimum', 'steep', 'valley', 'slide'}

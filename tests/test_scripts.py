@@ -4,12 +4,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from arch.resnet import ResNet
 from lab.cli import load_script
-from lab.recipe import CLASSIFIER_128, scale_to_profile
-from lab.runs import latest_stage_summary, read_json, write_json
+from lab.runs import latest_stage_summary, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -121,9 +121,10 @@ def test_sigterm_and_sigkill_keep_finished_runs(tiny_cli, tmp_path):
     script = str(ROOT / 'scripts' / 'stage3_1_channels.py')
     for sig in (signal.SIGTERM, signal.SIGKILL):
         out = tmp_path / sig.name
-        proc = subprocess.Popen([sys.executable, script, *tiny_cli('--out', out, epochs=40)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
+        proc = subprocess.Popen([sys.executable, script, *tiny_cli('--out', out, epochs=15)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, OMP_NUM_THREADS='1'))
+        deadline = time.time() + 240
         while not list(out.glob('stage3_1_channels/*/A-seed0/summary.json')) and time.time() < deadline:
             time.sleep(0.05)
         proc.send_signal(sig)
@@ -132,7 +133,7 @@ def test_sigterm_and_sigkill_keep_finished_runs(tiny_cli, tmp_path):
         assert (folder / 'A-seed0' / 'summary.json').is_file() and not (folder / 'summary.json').exists()
         status = read_json(folder / 'stage.json')['status']
         assert status == ('interrupted' if sig == signal.SIGTERM else 'running'), err
-    main_of('stage3_1_channels')(tiny_cli('--out', tmp_path / 'SIGKILL', '--resume', epochs=40))
+    main_of('stage3_1_channels')(tiny_cli('--out', tmp_path / 'SIGKILL', '--resume', epochs=15))
     assert (folder / 'summary.json').is_file() and (folder / 'B-seed0' / 'summary.json').is_file()
 
 
