@@ -22,7 +22,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
 
 RUNTIME_HELP = dict(
     out='results folder',
-    quick='quick profile: few images, few epochs, half-size images (the default without a GPU)',
+    quick='quick profile: few images, few epochs, quarter-size images (the default without a GPU)',
     full='full profile even without a GPU',
     seeds='seeds: a count (2 means 0,1) or a list (0,1); default 1 (with --config: the run\'s own seed)',
     jobs="training runs at once in separate processes: a number, or auto (several per GPU; 1 on a CPU)",

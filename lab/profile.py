@@ -41,6 +41,6 @@ def pick_profile(quick=False, full=False):
     if quick and full: raise ValueError("--quick and --full contradict each other: give one")
     if quick: return 'quick'
     if full or torch.cuda.is_available(): return 'full'
-    print("NOTICE: no GPU found, so the quick profile runs (few images, few epochs, half-size images); "
+    print("NOTICE: no GPU found, so the quick profile runs (few images, few epochs, quarter-size images); "
           "pass --full to run the full spec on this CPU anyway.")
     return 'quick'

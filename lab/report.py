@@ -59,9 +59,9 @@ def write_table(rows, folder, name='table', title=None, notes=None):
 
 
 def mean_std(values):
-    "Mean and sample std (0 for a single value) of a list of numbers."
+    "Mean and sample std of a list of numbers; the std is None for a single value (its noise is unknown, not 0)."
     a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else None
 
 
 def wilson(p, n, z=1.96):

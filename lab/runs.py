@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ['stage_dir', 'Stage', 'latest_stage_summary', 'finished_stages', 'stage_choice', 'read_stage', 'write_json',
-           'read_json', 'environment_info', 'git_state', 'is_rank0', 'dist_rank', 'init_distributed', 'StageMismatch']
+__all__ = ['stage_dir', 'Stage', 'latest_stage_summary', 'finished_stages', 'stage_choice', 'chosen_recipe', 'read_stage',
+           'write_json', 'read_json', 'environment_info', 'git_state', 'is_rank0', 'dist_rank', 'init_distributed',
+           'StageMismatch']
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,13 +275,20 @@ def _key_difference(theirs, ours):
     return '; '.join(diff)[:300] or 'no key recorded'
 
 
+def chosen_recipe(summary):
+    "The Recipe of the best variant of a finished stage (its summary, as `latest_stage_summary` or `read_stage` give it)."
+    from .recipe import Recipe
+    return Recipe.from_dict(summary['best_recipe'], source=f"{summary['path']}/summary.json")
+
+
 def stage_choice(opts, stage, recipe):
     """The recipe to train after `stage`: `recipe` with the model chosen by `stage` (its best variant), and the reason.
 
     The choice comes from the stage folder given with --from, else from the newest finished invocation of `stage`
     under --out on the same data, classes, split and profile; without one, `recipe` keeps its documented default
     model, and the reason says so. Model flags given on the command line win over the choice."""
-    from .recipe import Recipe
+    from .data import resolve_data
+    recipe = resolve_data(recipe)  # compared by its explicit data folder and class list
     if opts.from_:
         summary = read_stage(opts.from_)
         if summary.get('stage') != stage:
@@ -294,8 +302,7 @@ def stage_choice(opts, stage, recipe):
         print(f"NOTICE: no finished {stage} run on this data under {opts.out}; using the documented default "
               f"model {dict(recipe.model)}")
         return recipe, f"default (no {stage} run on this data)"
-    chosen = Recipe.from_dict(summary['best_recipe'], source=f"{summary['path']}/summary.json")
-    model = dict(chosen.model, **overrides)
+    model = dict(chosen_recipe(summary).model, **overrides)
     print(f"using the choice of {stage}: {summary['best']} {model} ({summary['path']})"
           + (f"; model flags {overrides} override it" if overrides else ''))
     from dataclasses import replace

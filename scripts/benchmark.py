@@ -30,7 +30,7 @@ validation phase; what is left of an epoch is the callbacks' epoch work (b: metr
 Data: --data (Tiny ImageNet: the recipe's first 10 classes, all when fewer) and --moon; without them the lab's known
 places, else a generated stand-in (said, and marked in the `data_source` column).
 
-Quick mode (the default on a CPU): the quick profile (few images, half-size images, small batches), 1 timed epoch; its
+Quick mode (the default on a CPU): the quick profile (few images, quarter-size images, small batches), 1 timed epoch; its
 numbers only show that the paths run. Full mode (the default on a GPU): full data, batch 128 (ResNet) / 16 (U-Net),
 2 timed epochs. Numbers compare only within one run of this script (one machine, one moment): other runs, machines or
 loads give other numbers.

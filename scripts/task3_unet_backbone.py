@@ -19,9 +19,9 @@ from dataclasses import replace
 from lab.cli import load_script, training_script
 from data.locate import find_tiny_imagenet
 from lab.jobs import train_runs
-from lab.recipe import BACKBONE_UNET, UNET, Recipe
+from lab.recipe import BACKBONE_UNET, UNET
 from lab.report import compare, write_table
-from lab.runs import finished_stages, latest_stage_summary, read_stage
+from lab.runs import chosen_recipe, finished_stages, latest_stage_summary, read_stage
 from lab.stages import lr_find_stage, open_stage, seg_row, stage_summary
 from lab.train import RunOptions
 
@@ -49,7 +49,7 @@ def classifier(opts, recipe):
         raise FileNotFoundError(f"no 128 px classifier of the {recipe.profile} profile under "
                                 f"{Path(opts.out) / 'task3_classifier128'}: run scripts/task3_classifier128.py --out "
                                 f"{opts.out} first, or pass --train-backbone")
-    return Recipe.from_dict(summary['best_recipe']).model, str(Path(summary['path']) / summary['checkpoint'])
+    return chosen_recipe(summary).model, str(Path(summary['path']) / summary['checkpoint'])
 
 
 def run(recipe, opts):
@@ -85,7 +85,7 @@ def run(recipe, opts):
         write_table(rows, st.folder, title='Task 3.3: U-Net with the classifier backbone vs the baseline (valid IoU)',
                     notes=f"{verdict['text']}\n\nData: {a.data}; seeds {opts.seeds}; B's epochs and seconds include A's; "
                           f"encoder: {checkpoint}.")
-        baseline = Recipe.from_dict(base['best_recipe']) if base else runs[f'unet-seed{opts.seeds[0]}']
+        baseline = chosen_recipe(base) if base else runs[f'unet-seed{opts.seeds[0]}']
         recipes = {rows[0]['name']: baseline,
                    rows[1]['name']: a, rows[2]['name']: runs[f'B-seed{opts.seeds[0]}']}
         summary = st.finish(stage_summary('task3_unet_backbone', 'Task 3.3: U-Net on the classifier backbone', a,

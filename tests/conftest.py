@@ -55,9 +55,9 @@ def tiny3(tmp_path_factory):
 
 
 def tiny_argv(data, out, *extra, epochs=2):
-    "The command line of a tiny, fast classifier run (3 classes, 16 px, a 3-stage ResNet of 4-8-16 channels)."
+    "The command line of a tiny, fast classifier run (3 classes, 16 px, a ResNet of 4-8-8-16 channels, 1 block each)."
     return ['--data', str(data), '--out', str(out), '--quick', '--epochs', str(epochs), '--size', '16', '--classes', '3',
-            '--bs', '8', '--channels', '4,8,16', '--blocks', '1,1,1', *map(str, extra)]
+            '--bs', '8', '--channels', '4,8,8,16', '--blocks', '1,1,1,1', *map(str, extra)]
 
 
 @pytest.fixture

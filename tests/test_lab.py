@@ -37,7 +37,7 @@ def test_the_profile_only_scales_the_recipe():
     quick = scale_to_profile(FINAL, 'quick')
     changed = {k for k, v in quick.to_dict().items() if v != FINAL.to_dict()[k]}
     assert changed == {'profile', 'epochs', 'size', 'max_items', 'bs'}
-    assert (quick.epochs, quick.size, quick.max_items, quick.bs) == (2, 32, 20, 32)
+    assert (quick.epochs, quick.size, quick.max_items, quick.bs) == (2, 16, 15, 32)
     assert scale_to_profile(quick, 'quick') == quick and scale_to_profile(FINAL, 'full') == FINAL
     assert scale_to_profile(UNET, 'quick').bs == 4
 

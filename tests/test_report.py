@@ -123,7 +123,7 @@ def test_lr_find_writes_its_suggestions_and_trains_nothing(tiny_cli, tmp_path):
     (folder,) = (out / 'stage2_baseline').iterdir()
     found = json.loads((folder / 'lr_find.json').read_text())
     assert set(found['suggested']) == {'minimum', 'steep', 'valley', 'slide'}
-    assert all(0 < v < 10 for v in found['suggested'].values()) and found['recipe']['model']['channels'] == [4, 8, 16]
+    assert all(0 < v < 10 for v in found['suggested'].values()) and found['recipe']['model']['channels'] == [4, 8, 8, 16]
     assert (folder / 'lr_find.png').stat().st_size > 1000
     assert read_json(folder / 'stage.json')['status'] == 'lr_find'
     assert not [p for p in folder.iterdir() if p.is_dir()] and not list(folder.rglob('*.pth'))  # nothing trained

@@ -2,8 +2,6 @@
 import importlib.util
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +12,7 @@ import torch.nn as nn
 from arch.probes import (DeepConvReLU, VarianceProbeNet, activation_profile, init_convs, ks_distance, weight_variances,
                          weighted_layers)
 from lab.callbacks import backward_probe
+from lab.cli import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,14 +75,8 @@ def _stage(out, stage):
     return folders[0]
 
 
-def _run(script, *args):
-    return subprocess.run([sys.executable, str(ROOT / 'scripts' / script), *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
-
-
 def test_variance_script_end_to_end(tmp_path):
-    res = _run('task1_variance.py', '--quick', '--seeds', '1', '--out', str(tmp_path))
-    assert res.returncode == 0, res.stderr[-2000:]
+    load_script('task1_variance').main(quick=True, seeds='1', size=32, out=str(tmp_path))  # in this process
     folder = _stage(tmp_path, 'variance')
     for name in ('gap_histogram.png', 'layer_std.png', 'table.md', 'table.csv', 'summary.json', 'config.json', 'explanation.md'):
         assert (folder / name).stat().st_size > 0, name
@@ -95,9 +88,9 @@ def test_variance_script_end_to_end(tmp_path):
     assert f"{summary['findings']['random N(0,1)']['std_ratio']:.4f}" in (folder / 'explanation.md').read_text()
 
 
-def test_gradients_script_end_to_end(tmp_path):
-    res = _run('task1_gradients.py', '--quick', '--seeds', '2', '--out', str(tmp_path))
-    assert res.returncode == 0, res.stderr[-2000:]
+def test_gradients_script_end_to_end(tmp_path, capsys):
+    load_script('task1_gradients').main(quick=True, seeds='2', batch=4, out=str(tmp_path))
+    printed = capsys.readouterr().out
     folder = _stage(tmp_path, 'gradients')
     for name in ('grad_per_layer.png', 'signal_per_layer.png', 'init_and_depth.png', 'table.md', 'table.csv',
                  'layers.csv', 'summary.json', 'config.json', 'explanation.md'):
@@ -106,7 +99,7 @@ def test_gradients_script_end_to_end(tmp_path):
     checked = summary['checked']
     assert summary['passed'] is True and checked['seeds_holding'] == 2 and checked['l2_first'] < checked['l2_last']
     assert len(pd.read_csv(folder / 'layers.csv')) == 8
-    assert f"{checked['l2_first']:.3e}" in res.stdout and 'PASS' in res.stdout
+    assert f"{checked['l2_first']:.3e}" in printed and 'PASS' in printed
 
 
 def test_gradients_script_exits_1_when_the_check_fails(tmp_path, monkeypatch):

@@ -65,7 +65,7 @@ def test_config_records_the_provenance_and_the_checkpoint_its_recipe(tiny_cli, t
     assert stage['data_key']['classes'] == recipe['classes'] and stage['profile'] == 'quick'
     # the checkpoint rebuilds its own model from the recipe stored in it
     model, saved = load_checkpoint(run / 'model.pth')
-    assert saved.to_dict() == recipe and model.channels == (4, 8, 16) and model.head[-1].out_features == 3
+    assert saved.to_dict() == recipe and model.channels == (4, 8, 8, 16) and model.head[-1].out_features == 3
     state = torch.load(run / 'model.pth', weights_only=True)['model']
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert not (run / 'last.pth').exists()  # the resume state goes once the run is finished
@@ -117,23 +117,31 @@ def test_a_failed_run_keeps_the_others(tiny_cli, tmp_path, monkeypatch, capsys):
     assert (folder / 'B-seed0' / 'summary.json').is_file() and read_json(folder / 'stage.json')['status'] == 'failed'
 
 
-def test_sigterm_and_sigkill_keep_finished_runs(tiny_cli, tmp_path):
-    script = str(ROOT / 'scripts' / 'stage3_1_channels.py')
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        out = tmp_path / sig.name
-        proc = subprocess.Popen([sys.executable, script, *tiny_cli('--out', out, epochs=15)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, OMP_NUM_THREADS='1'))
-        deadline = time.time() + 240
-        while not list(out.glob('stage3_1_channels/*/A-seed0/summary.json')) and time.time() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(sig)
-        err = proc.communicate(timeout=60)[1]
-        folder, = (out / 'stage3_1_channels').iterdir()
-        assert (folder / 'A-seed0' / 'summary.json').is_file() and not (folder / 'summary.json').exists()
-        status = read_json(folder / 'stage.json')['status']
-        assert status == ('interrupted' if sig == signal.SIGTERM else 'running'), err
-    main_of('stage3_1_channels')(tiny_cli('--out', tmp_path / 'SIGKILL', '--resume', epochs=15))
+def test_sigterm_keeps_finished_runs(tiny_cli, tmp_path, monkeypatch):
+    after_epoch = train.Checkpoints.after_epoch
+    def terminated(self):  # as `kill <pid>` during B's first epoch
+        after_epoch(self)
+        if self.run_dir.name == 'B-seed0': os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(train.Checkpoints, 'after_epoch', terminated)
+    with pytest.raises(SystemExit) as stop: main_of('stage3_1_channels')(tiny_cli())
+    folder, = (tmp_path / 'out' / 'stage3_1_channels').iterdir()
+    assert stop.value.code == 130 and read_json(folder / 'stage.json')['status'] == 'interrupted'
+    assert (folder / 'A-seed0' / 'summary.json').is_file() and (folder / 'B-seed0' / 'last.pth').is_file()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is the CLI's only while it runs
+
+
+def test_sigkill_keeps_finished_runs_and_resume_completes(tiny_cli, tmp_path):
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'scripts' / 'stage3_1_channels.py'), *tiny_cli(epochs=15)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list((tmp_path / 'out').glob('stage3_1_channels/*/A-seed0/summary.json')) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler runs, stage.json still says 'running' for a process that is gone
+    err = proc.communicate(timeout=60)[1]
+    folder, = (tmp_path / 'out' / 'stage3_1_channels').iterdir()
+    assert (folder / 'A-seed0' / 'summary.json').is_file() and not (folder / 'summary.json').exists(), err
+    assert read_json(folder / 'stage.json')['status'] == 'running'
+    main_of('stage3_1_channels')(tiny_cli('--resume', epochs=15))
     assert (folder / 'summary.json').is_file() and (folder / 'B-seed0' / 'summary.json').is_file()
 
 
@@ -157,6 +165,13 @@ def test_a_stage_on_other_classes_is_not_reused(tiny_cli, tmp_path, capsys):
     assert 'is not used: it ran on other data, classes' in printed and 'no finished stage3_2_blocks run on this data' in printed
     stage = latest_stage_summary(tmp_path / 'out', 'stage3_3_activations')
     assert stage['chosen_from'].startswith('default')
+    folder = Path(stage['path'])  # the statistics of every run, and the four side by side
+    assert (folder / 'statistics_per_layer.png').is_file() and (folder / 'gradients_over_training.png').is_file()
+    grads = pd.read_csv(folder / 'D-seed0' / 'gradient_stats.csv')
+    assert {'step', 'layer', 'grad_norm', 'weight_norm'} <= set(grads.columns)
+    assert grads[grads.step == grads.step.max()]['grad_norm'].gt(0).all()
+    assert pd.read_csv(folder / 'A-seed0' / 'activation_stats.csv')['dead'].between(0, 1).all()
+    assert all(0 < r['dead_share'] < 1 and r['grad_first_over_last'] > 0 for r in stage['rows'])
     for label, act in zip('ABCD', ('relu', 'leakyrelu', 'elu', 'gelu')):  # the activation names, not the config text
         assert f'\n{label} {act}: valid ' in printed
 
@@ -193,7 +208,7 @@ def test_a_bad_image_stops_the_run_up_front_naming_it(tiny3, tmp_path, capsys):
     (bad.parent / '._n90000000_0.JPEG').write_bytes(b'\0\5\26\7 AppleDouble')  # macOS litter: skipped, not an error
     with pytest.raises(SystemExit):
         main_of('stage2_baseline')(['--data', str(data), '--out', str(tmp_path / 'out'), '--quick', '--size', '16',
-                                    '--classes', '3', '--channels', '4,8,16', '--blocks', '1,1,1'])
+                                    '--classes', '3', '--channels', '4,8,8,16', '--blocks', '1,1,1,1'])
     err = capsys.readouterr().err.strip()
     assert str(bad) in err and len(err.splitlines()) == 1
     assert not any((tmp_path / 'out').glob('stage2_baseline/*'))  # nothing was trained: nothing is left
