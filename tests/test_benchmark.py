@@ -35,7 +35,7 @@ def bench(tiny_data, tmp_path_factory):
 
 def test_table_has_a_b_c_for_both_workloads(bench):
     table, config, folder = bench
-    assert list(table['workload']) == ['ResNet 32 px', 'U-Net 64 px']  # quick profile: half-size images
+    assert list(table['workload']) == ['ResNet 16 px', 'U-Net 32 px']  # quick profile: quarter-size images
     for k in PATHS: assert (table[f'{k}_images_per_s'] > 0).all()
     assert (table[['b_train_images_per_s', 'c_train_images_per_s']] > 0).all().all()
     assert (table['b_over_a'] == (table['b_images_per_s'] / table['a_images_per_s']).round(3)).all()
@@ -64,7 +64,7 @@ def test_paths_are_what_they_say(bench):
     assert 'ProgressCallback' not in b and {'Checkpoints (fit)', 'MetricsCSV (fit)'} <= set(b)
     assert 'ProgressCallback' in c and 'MixedPrecision' not in c  # fastai's defaults; fp32 on a CPU
     assert res['paths']['c']['optimizer'] == 'fastai.optimizer.Adam' and res['recipe']['classes'].count(',') == 2
-    assert seg['recipe']['arch'] == 'unet' and seg['recipe']['size'] == 64 and seg['data']['data_path'] == 'cpu'
+    assert seg['recipe']['arch'] == 'unet' and seg['recipe']['size'] == 32 and seg['data']['data_path'] == 'cpu'
 
 
 @pytest.mark.parametrize('argv, says', [

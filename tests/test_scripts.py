@@ -1,5 +1,5 @@
 "End to end: the Task 2 and Task 3 scripts on tiny generated data through their command lines, in this process."
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
@@ -92,3 +92,17 @@ def test_one_model_on_two_processes_with_torchrun(tiny_cli, tmp_path):
     assert json.loads((run / 'config.json').read_text())['recipe']['train_on_valid']
     assert res.stdout.count('final-seed0 epoch 1/2') == 1  # only rank 0 speaks
     assert [p.name for p in (tmp_path / 'out' / 'stage4_final').iterdir()] == [Path(final['path']).name]
+
+
+def test_run_all_runs_in_one_process_and_ends_with_the_report(tiny3, tmp_path):
+    out = tmp_path / 'out'
+    main_of('run_all')(['--data', str(tiny3), '--out', str(out), '--quick', '--epochs', '1', '--size', '16',
+                        '--classes', '3', '--bs', '8', '--only', 'task1_gradients,stage2_baseline,report'])
+    times = read_json(next((out / 'run_all').glob('*/times.json')))
+    assert list(times['seconds']) == ['task1_gradients', 'stage2_baseline', 'report'] and times['profile'] == 'quick'
+    assert latest_stage_summary(out, 'stage2_baseline')['recipe']['epochs'] == 1  # the recipe flags reached the stage
+    text = (out / 'REPORT.md').read_text()
+    links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
+    assert links and all((out / link).is_file() for link in links)
+    html = (out / 'REPORT.html').read_text()
+    assert html.count('<img') == len(links) and 'src="data:image/png;base64,' in html
