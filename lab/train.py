@@ -181,6 +181,8 @@ def make_learner(recipe, model, dls, cbs=()):
                        wd=recipe.wd, train_bn=not recipe.freeze)
     learn.remove_cb(ProgressCallback)  # its per-batch loss display syncs the GPU every batch; EpochLog says enough
     learn.recorder.train_metrics = True
+    # On the data's device now, not at fit: an optimiser state loaded for resuming must land next to its parameters
+    if getattr(dls, 'device', None) is not None: learn.model.to(dls.device)
     if torch.cuda.is_available(): learn.model.to(memory_format=torch.channels_last)
     if recipe.freeze: learn.freeze()
     return learn
