@@ -146,7 +146,7 @@ def _atomic_save(obj, path):
 
 
 class LabLearner(Learner):
-    """fastai's Learner whose epoch loop can start at `start_epoch`, for resuming.
+    """fastai's Learner whose epoch loop starts at `first_epoch` (0 unless resuming).
 
     fastai's own `fit(start_epoch=)` (SkipToEpoch) replays the skipped epochs as empty records, which breaks
     `SaveModelCallback` (IndexError in TrackerCallback.after_epoch) and writes blank rows; here they are not run."""
@@ -158,7 +158,7 @@ class LabLearner(Learner):
             self._with_events(self._do_epoch, 'epoch', CancelEpochException)
 
 
-OPTIMIZERS = {  # torch's optimisers (fused on a GPU) through fastai's OptimWrapper: fastai's own step every
+TORCH_OPTIMIZERS = {  # torch's optimisers (fused on a GPU) through fastai's OptimWrapper: fastai's own step every
     'adam': torch.optim.Adam,      # parameter in Python, a dozen kernel launches each; the spec's plain Adam (T2.5)
     'adamw': torch.optim.AdamW,    # decoupled weight decay
     'sgd': partial(torch.optim.SGD, momentum=0.9),
@@ -172,7 +172,7 @@ def make_learner(recipe, model, dls, cbs=()):
         metrics, splitter = [DeviceAccuracy()], resnet_splitter
     else: loss, metrics, splitter = seg_loss(recipe.loss), seg_metrics(), unet_splitter
     fused = dict(fused=True) if torch.cuda.is_available() and recipe.opt != 'sgd' else {}
-    opt_func = partial(OptimWrapper, opt=partial(OPTIMIZERS[recipe.opt], **fused))
+    opt_func = partial(OptimWrapper, opt=partial(TORCH_OPTIMIZERS[recipe.opt], **fused))
     if recipe.precision == 'bf16' and not torch.cuda.is_available():
         raise ValueError("--precision bf16: needs a GPU (fastai's MixedPrecision autocasts CUDA only); use fp32")
     cbs = list(cbs) + ([MixedPrecision(amp_mode='bf16')] if use_bf16(recipe.precision) else [])

@@ -61,7 +61,7 @@ from lab.profile import default_device, loader_workers, pick_profile, use_bf16
 from lab.recipe import SPEC, UNET, scale_to_profile
 from lab.report import markdown_table, write_table
 from lab.runs import environment_info, stage_dir, write_json
-from lab.train import (OPTIMIZERS, Checkpoints, EpochLog, MetricsCSV, build_model, fit_recipe, make_learner,
+from lab.train import (TORCH_OPTIMIZERS, Checkpoints, EpochLog, MetricsCSV, build_model, fit_recipe, make_learner,
                        seed_everything, setup_torch)
 
 WORKLOADS = {'resnet': ('ResNet', SPEC), 'unet': ('U-Net', UNET)}
@@ -118,7 +118,7 @@ def plain_loop(recipe, data, device, bf16, epochs):
     model = build_model(recipe).to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     model.train()
     fused = dict(fused=True) if device.type == 'cuda' and recipe.opt != 'sgd' else {}
-    opt = OPTIMIZERS[recipe.opt](model.parameters(), lr=recipe.lr, weight_decay=recipe.wd, **fused)
+    opt = TORCH_OPTIMIZERS[recipe.opt](model.parameters(), lr=recipe.lr, weight_decay=recipe.wd, **fused)
     loss_fn, bs, n = _plain_loss(recipe), data.dls.train.bs, len(x)
     steps = n // bs  # like the lab's train loader, which drops its last partial batch
 
