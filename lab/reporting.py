@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from .runs import latest_stage_summary, read_json, stage_dir
+from .runs import key_difference, latest_stage_summary, read_json, stage_dir
 
 __all__ = ['SECTIONS', 'SectionSpec', 'Figure', 'Found', 'find_section', 'collect', 'provenance_warnings',
            'augment_descriptions', 'describe_resnet', 'describe_unet', 'describe_backbone', 'describe_training',
@@ -145,12 +145,6 @@ def collect(out):
 def _key(v): return json.dumps(v, sort_keys=True, default=str)
 
 
-def _difference(theirs, ours):
-    theirs, ours = theirs or {}, ours or {}
-    return '; '.join(f"{k}: {theirs.get(k)!r} here, {ours.get(k)!r} in the others" for k in sorted(set(theirs) | set(ours))
-                     if _key(theirs.get(k)) != _key(ours.get(k))) or 'no data key recorded'
-
-
 def provenance_warnings(found):
     """(report-wide warnings, {stage: warnings}) for sections whose numbers do not compare: Tiny ImageNet (or moon)
     sections on another data key (data folder, classes, split, images kept, profile) than the most common one, and
@@ -164,7 +158,7 @@ def provenance_warnings(found):
             ref = next(f.data_key for f in group if keys[_key(f.data_key)] == max(keys.values()))
             odd = [f for f in group if _key(f.data_key) != _key(ref)]
             for f in odd: flag(f.spec.stage, f"ran on other data than the other {what} sections "
-                                             f"({_difference(f.data_key, ref)}): its numbers do not compare with theirs")
+                                             f"({key_difference(f.data_key, ref, ('here', 'in the others'))}): its numbers do not compare with theirs")
             general.append(f"The {what} sections ran on different data, classes, split or profile: "
                            f"{', '.join(f.spec.stage for f in odd)} differ from the others (see those sections).")
     for attr, what, group in (('profile', 'profile', [f for f in found if f.ran]),

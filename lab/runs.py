@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ['stage_dir', 'Stage', 'latest_stage_summary', 'finished_stages', 'stage_choice', 'chosen_recipe', 'read_stage',
            'write_json', 'read_json', 'environment_info', 'git_state', 'is_rank0', 'dist_rank', 'init_distributed',
-           'StageMismatch']
+           'StageMismatch', 'key_difference']
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -264,13 +264,14 @@ def latest_stage_summary(out, stage, like=None, say=True):
         if like is None or _same(summary.get('data_key'), like.data_key()): return summary
         if say:
             print(f"NOTICE: {summary['path']} is not used: it ran on other data, classes, split or profile "
-                  f"({_key_difference(summary.get('data_key'), like.data_key())})")
+                  f"({key_difference(summary.get('data_key'), like.data_key())})")
     return None
 
 
-def _key_difference(theirs, ours):
+def key_difference(theirs, ours, names=('there', 'here')):
+    "The fields in which two data keys differ, e.g. \"classes: 'n1,n2' there, 'n1,n2,n3' here\" (or 'no key recorded')."
     theirs, ours = theirs or {}, ours or {}
-    diff = [f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in sorted(set(theirs) | set(ours))
+    diff = [f"{k}: {theirs.get(k)!r} {names[0]}, {ours.get(k)!r} {names[1]}" for k in sorted(set(theirs) | set(ours))
             if not _same(theirs.get(k), ours.get(k))]
     return '; '.join(diff)[:300] or 'no key recorded'
 
@@ -295,7 +296,7 @@ def stage_choice(opts, stage, recipe):
             raise ValueError(f"--from {opts.from_}: a {summary.get('stage')} run, expected a {stage} run")
         if not _same(summary.get('data_key'), recipe.data_key()):
             print(f"WARNING: --from {opts.from_} ran on other data, classes, split or profile "
-                  f"({_key_difference(summary.get('data_key'), recipe.data_key())}); used because it was named")
+                  f"({key_difference(summary.get('data_key'), recipe.data_key())}); used because it was named")
     else: summary = latest_stage_summary(opts.out, stage, like=recipe)
     overrides = opts.model_overrides
     if summary is None:
