@@ -194,14 +194,19 @@ def unet_splitter(model):
 backbone_unet_splitter = unet_splitter
 
 
-def _read_state_dict(path):
-    "The model state dict in a `torch.save`/fastai `learn.save` file (under 'model' when saved with the optimizer)."
-    # fastai's optimizer state holds fastcore `L`s and numpy floats (its `slice` learning rates): let those, as
-    # fastai's own `load_model` does, and nothing else through the weights-only loader.
+def read_torch_file(path):
+    """A `torch.save` file read weights-only, letting through what fastai and the lab store besides tensors:
+    fastcore `L`s and numpy scalars (fastai's one-cycle and `slice` learning rates live in the optimiser state as
+    numpy floats), as fastai's own `load_model` does, and nothing else."""
     numpy_scalar = np.float64(0).__reduce__()[0]  # numpy's pickle reconstructor, wherever numpy keeps it
     allowed = [L, numpy_scalar, np.dtype, *(getattr(np.dtypes, name) for name in np.dtypes.__all__)]
     with torch.serialization.safe_globals(allowed):
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _read_state_dict(path):
+    "The model state dict in a `torch.save`/fastai `learn.save` file (under 'model' when saved with the optimizer)."
+    state = read_torch_file(path)
     return state['model'] if isinstance(state, dict) and 'model' in state else state
 
 

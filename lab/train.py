@@ -98,15 +98,13 @@ def _load_init(model, path):
 
 def _read_checkpoint(path):
     "{'model': state dict, 'recipe': dict or None, ...} from a lab checkpoint or a bare state dict; errors name the file."
-    from arch.unet import _read_state_dict
+    from arch.unet import read_torch_file
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such checkpoint")
-    try: raw = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:
-        try: raw = {'model': _read_state_dict(path)}
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}; expected a model.pth written "
-                             f"by the lab or torch.save(state_dict))") from None
+    try: raw = read_torch_file(path)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}; expected a model.pth written "
+                         f"by the lab or torch.save(state_dict))") from None
     if isinstance(raw, dict) and 'model' in raw: return raw
     if isinstance(raw, dict): return {'model': raw}
     raise ValueError(f"{path}: not a model checkpoint (expected a state dict)")
@@ -132,8 +130,9 @@ def load_run_model(run_dir):
 
 
 def _plain(o):
-    "`o` with fastai's tensor subclasses made plain tensors, so that a weights-only `torch.load` reads it back."
+    "`o` with fastai's tensor subclasses made plain tensors and numpy scalars Python numbers, for weights-only loading."
     if isinstance(o, torch.Tensor): return o.as_subclass(torch.Tensor)
+    if isinstance(o, np.generic): return o.item()  # one-cycle puts numpy floats in the optimiser's param groups
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return type(o)(_plain(v) for v in o)
     return o
