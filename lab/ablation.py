@@ -18,6 +18,8 @@ INGREDIENTS = [('one_cycle', 'one-cycle AdamW', ('opt', 'lr', 'wd', 'schedule'))
                ('smoothing', 'label smoothing', ('label_smoothing',)),
                ('padcrop', 'stronger augmentation', ('augment',)),
                ('mix', 'sample mixing', ('mix',))]
+# a row's numbers that rest on the valid images being held out
+HELD_OUT = ('valid_acc', 'valid_acc_std', 'valid_acc_ci', 'final_valid_acc', 'final_gap', 'valid_loss_rise')
 TABLE_COLUMNS = ['step', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'test_acc', 'test_acc_std', 'test_acc_ci',
                  'test_gain', 'n_seeds']
 
@@ -65,11 +67,14 @@ def choose_final(rows, variants, runs, seeds):
 
 def final_row(final, runs, best=None, before=None):
     """The final model's row: its test accuracy (with TTA when its recipe has it); valid and train accuracy are those
-    of the same recipe trained on train only (`best`), since the final model has seen the valid images."""
+    of the same recipe trained on train only (`best`), since the final model has seen the valid images; without an
+    ablation (`best` None) it has no valid accuracy."""
     row = classifier_row('final', final, runs)
     test = [r['test_acc_tta' if final.tta else 'test_acc'] for r in runs]
     row.update(step=f"final: {best['name'] if best else 'the recipe'} on train + valid" + (' + TTA' if final.tta else ''),
                test_acc=mean_std(test)[0], test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test),
                test_values=test, test_gain=None if before is None else mean_std(test)[0] - before['test_acc'])
-    if best: row.update({k: best.get(k) for k in ('valid_acc', 'valid_acc_ci', 'train_acc', 'final_gap', 'best_epoch')})
+    # Its own valid numbers are on images it trained on: they come from `best`, or are None without it.
+    row.update({k: best.get(k) if best else None for k in HELD_OUT})
+    if best: row.update(train_acc=best.get('train_acc'), best_epoch=best.get('best_epoch'))
     return row

@@ -66,7 +66,7 @@ def mean_std(values):
 
 def wilson(p, n, z=1.96):
     "The 95% Wilson score interval (lo, hi) of an accuracy `p` measured on `n` images (the binomial noise of the set)."
-    if not n: return (math.nan, math.nan)
+    if not n or p is None: return (math.nan, math.nan)  # None: no such accuracy (e.g. a final model's valid)
     centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
 

@@ -206,11 +206,12 @@ def experiments_table(out, folder, current=None):
                              best_epoch=r['best_epoch'], test_acc=r.get('test_acc', float('nan')),
                              seeds=r['n_seeds'], profile=summary['profile']))
     if not rows: raise FileNotFoundError(f"no finished stage runs under {out}: run the stage scripts first")
-    best = max((r for r in rows if r['stage'] != 'Final'), key=lambda r: r['valid_acc'], default=rows[0])
-    over = [f"{r['variant']} ({r['gap']:.1%})" for r in rows if r['gap'] > 0.10]
+    best = max((r for r in rows if r['stage'] != 'Final'), key=lambda r: r['valid_acc'], default=None)
+    over = [f"{r['variant']} ({r['gap']:.1%})" for r in rows if (r['gap'] or 0) > 0.10]  # None: no held-out valid
     distinct = {str(k) for k in keys.values()}
-    notes = (f"Best valid accuracy among the comparisons (spec recipe): {best['variant']} ({best['configuration']}) "
-             f"with {best['valid_acc']:.2%}. The final model is trained with the final recipe (see its section).\n\n"
+    notes = ((f"Best valid accuracy among the comparisons (spec recipe): {best['variant']} ({best['configuration']}) "
+              f"with {best['valid_acc']:.2%}. " if best else "No comparison stage has run yet. ")
+             + "The final model is trained with the final recipe (see its section).\n\n"
              f"Overfitting signs (train accuracy more than 10 points above valid at the last epoch): "
              f"{', '.join(over) if over else 'none'}.\n\n"
              + (f"WARNING: these stages ran on different data, classes, split or profile: "

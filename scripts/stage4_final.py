@@ -57,9 +57,11 @@ def run(recipe, opts):
                  + (f"{best['name']} is the best row on valid, and TTA {'raised' if final.tta else 'did not raise'} its "
                     f"valid accuracy. " if best else '')
                  + f"The test set ({n_test} images, the official val split) is only reported. The final row is "
-                 f"trained on train + valid (its valid and train accuracy are those of its recipe trained on train "
-                 f"only). Intervals are 95%: *_ci over seeds; each test accuracy also carries its Wilson interval "
-                 f"(per_class.md of each run).")
+                 f"trained on train + valid ("
+                 + ("its valid and train accuracy are those of its recipe trained on train only" if best else
+                    "it has no valid accuracy: --no-ablation trained no run that held the valid images out")
+                 + "). Intervals are 95%: *_ci over seeds; each test accuracy also carries its Wilson interval "
+                 "(per_class.md of each run).")
         write_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in rows], st.folder, 'ablation', notes=notes,
                     title=f"Recipe ablation ({cfg.profile} profile, {len(opts.seeds)} seed(s), {cfg.epochs} epochs)")
         write_table(rows, st.folder, title='Stage 4: final model', notes=notes)

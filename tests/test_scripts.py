@@ -32,6 +32,8 @@ def test_baseline_then_final_with_ablation_and_test_report(tiny_cli, tmp_path, c
         'spec', '+ one-cycle AdamW', '+ label smoothing', '+ stronger augmentation', '+ sample mixing',
         '+ test-time augmentation', 'final']
     assert ablation['test_gain'].iloc[1] == pytest.approx(ablation['test_acc'].iloc[1] - ablation['test_acc'].iloc[0])
+    # the final model trained on the valid images: its valid accuracy is the chosen row's, trained on train only
+    assert ablation['valid_acc'].iloc[-1] == pytest.approx(ablation['valid_acc'].iloc[:5].max())
     per_class = pd.read_csv(folder / 'final-seed0' / 'per_class.csv')
     assert len(per_class) == 4 and per_class['support'].iloc[-1] == 6  # 3 classes x 2 test images, + macro avg
     cm = pd.read_csv(folder / 'final-seed0' / 'confusion_matrix.csv', index_col=0)
@@ -90,6 +92,9 @@ def test_one_model_on_two_processes_with_torchrun(tiny_cli, tmp_path):
     history = pd.read_csv(run / 'metrics.csv')
     assert list(history['epoch']) == [0, 1]  # one row per epoch: rank 1 wrote nothing
     assert json.loads((run / 'config.json').read_text())['recipe']['train_on_valid']
+    # no ablation, so no run held the valid images out: no valid accuracy rather than one on trained-on images
+    assert final['rows'][-1]['valid_acc'] is None and final['rows'][-1]['final_gap'] is None
+    assert 'it has no valid accuracy' in (Path(final['path']) / 'ablation.md').read_text()
     assert res.stdout.count('final-seed0 epoch 1/2') == 1  # only rank 0 speaks
     assert [p.name for p in (tmp_path / 'out' / 'stage4_final').iterdir()] == [Path(final['path']).name]
 
