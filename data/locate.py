@@ -10,7 +10,7 @@ from .moon import moon_pairs
 from .synthetic import make_moon_like, make_tiny_imagenet_like
 from .tiny_imagenet import read_wnids
 
-__all__ = ['REPO', 'TINY_IMAGENET_URL', 'find_tiny_imagenet', 'find_moon', 'download_tiny_imagenet']
+__all__ = ['REPO', 'TINY_IMAGENET_URL', 'data_source', 'find_tiny_imagenet', 'find_moon', 'download_tiny_imagenet']
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_IMAGENET_URL = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
@@ -43,11 +43,16 @@ def _find(kind, path, places, check, generated, generate, how_to_get, quiet=Fals
             target, make = generated
             if not (target/'.complete').exists(): make(target)
             found = target
-    source = 'synthetic' if (found/'SYNTHETIC').exists() else 'real'
+    source = data_source(found)
     if source == 'synthetic' and not quiet:
         print(f"NOTICE: {found} is a SYNTHETIC stand-in for {kind} (no real data found): the numbers of this run "
               f"are not {kind} numbers. {how_to_get}, or pass --data.")
     return found, source
+
+
+def data_source(folder):
+    "'synthetic' for a generated stand-in (it holds the `SYNTHETIC` marker), else 'real'."
+    return 'synthetic' if (Path(folder)/'SYNTHETIC').exists() else 'real'
 
 
 def find_tiny_imagenet(path=None, generate=True, quiet=False):

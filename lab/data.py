@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from data.locate import find_moon, find_tiny_imagenet
+from data.locate import REPO, data_source, find_moon, find_tiny_imagenet
 from data.moon import CODES, check_pair_sizes, moon_dls, moon_splits
 from data.tiny_imagenet import load_tiny_imagenet, read_wnids, parse_classes, tiny_imagenet_dls
 from .profile import default_device, loader_workers
@@ -91,11 +91,10 @@ def build_data(recipe, device=None, say=True):
 
 def real_moon_pair():
     "The real Kaggle render/ground pair(s) of a known place that is too small to train on (the sim-to-real check), or None."
-    from data.locate import REPO
     from data.moon import moon_pairs
     for place in (REPO / 'data' / 'moon', REPO.parent / 'shared' / 'data' / 'moon'):
         try:
             pairs = moon_pairs(place)
         except (FileNotFoundError, ValueError): continue
-        if pairs and not (place / 'SYNTHETIC').exists(): return place, pairs
+        if pairs and data_source(place) == 'real': return place, pairs
     return None

@@ -13,7 +13,7 @@ from dataclasses import replace
 import torch
 
 from .profile import n_gpus
-from .runs import read_json
+from .runs import is_distributed, read_json
 from .train import RunOptions, train_run
 
 __all__ = ['train_runs', 'resolve_jobs', 'RunsFailed', 'seeded']
@@ -32,7 +32,7 @@ def seeded(variants, seeds):
 
 def resolve_jobs(jobs, n_chains):
     "How many processes: `jobs` as given, or 'auto' = up to RUNS_PER_GPU per visible GPU (1 on a CPU); never more than there is work."
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1: return 1  # DDP: every process trains the same run
+    if is_distributed(): return 1  # DDP: every process trains the same run
     if jobs == 'auto': jobs = min(RUNS_PER_GPU * n_gpus(), max(1, (os.cpu_count() or 2) // 2)) if n_gpus() else 1
     return max(1, min(int(jobs), n_chains))
 
@@ -46,7 +46,7 @@ def _chain(items):
     for name, recipe, run_dir, options in items:
         try: done.append((name, train_run(recipe, run_dir, options), None))
         except Exception as e:
-            if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise  # DDP: the other processes wait for this one: stop all
+            if is_distributed(): raise  # DDP: the other processes wait for this one: stop all
             if os.environ.get('LAB_DEBUG'): traceback.print_exc()
             print(f"{name} failed: {_one_line(e)}", file=sys.stderr, flush=True)
             done.append((name, None, _one_line(e)))

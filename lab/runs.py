@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 __all__ = ['stage_dir', 'Stage', 'latest_stage_summary', 'finished_stages', 'stage_choice', 'chosen_recipe', 'read_stage',
-           'write_json', 'read_json', 'environment_info', 'git_state', 'is_rank0', 'dist_rank', 'init_distributed',
+           'write_json', 'read_json', 'environment_info', 'git_state', 'is_rank0', 'dist_rank', 'is_distributed', 'init_distributed',
            'StageMismatch', 'key_difference']
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,10 +58,15 @@ def dist_rank():
 def is_rank0(): return dist_rank() == 0
 
 
+def is_distributed():
+    "Whether this process is one of several training one model under torchrun (WORLD_SIZE > 1)."
+    return int(os.environ.get('WORLD_SIZE', 1)) > 1
+
+
 def init_distributed():
     """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs), take this rank's GPU, and
     silence the other ranks' stdout, so that one rank speaks and writes. A no-op otherwise."""
-    if int(os.environ.get('WORLD_SIZE', 1)) < 2: return
+    if not is_distributed(): return
     import torch, torch.distributed as dist
     if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
     if not dist.is_initialized(): dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')

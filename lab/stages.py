@@ -5,18 +5,18 @@ A stage invocation writes ``<out>/<stage>/<timestamp>/`` (`lab.runs.Stage`): one
 through `lab.runs.stage_choice`. The data split is fixed (`split_seed`) across seeds, so that the seeds vary only the
 initialisation, the batch order and the augmentation, and every variant is judged on the same valid images.
 """
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from data.locate import data_source
 from .callbacks import ActivationStatsLite, GradientStats, plot_layer_profiles, plot_runs_over_steps
 from .data import resolve_data
 from .jobs import seeded, train_runs
 from .recipe import describe_model
 from .report import compare, mean_std, plot_overlay, seed_interval, write_table
-from .runs import Stage, latest_stage_summary
+from .runs import Stage, is_distributed, latest_stage_summary
 from .train import RunOptions, load_history
 
 __all__ = ['rerun', 'open_stage', 'classifier_row', 'seg_row', 'run_resnet_stage', 'overfitting_text', 'blocks_variants',
@@ -97,13 +97,8 @@ def stage_summary(stage_name, title, recipe, variants, best, rows, conclusion, o
     return dict(stage=stage_name, title=title, best=best, best_recipe=variants[best].to_dict(),
                 best_config=describe_model(variants[best]), conclusion=conclusion, rows=rows, recipe=recipe.to_dict(),
                 data_key=recipe.data_key(), data=recipe.data, classes=recipe.classes, profile=recipe.profile,
-                data_source=_source(recipe),
+                data_source=data_source(recipe.data),
                 seeds=opts.seeds, epochs=recipe.epochs, **extra)
-
-
-def _source(recipe):
-    "'real' or 'synthetic' (a generated stand-in) for a resolved recipe's data folder."
-    return 'synthetic' if (Path(recipe.data) / 'SYNTHETIC').exists() else 'real'
 
 
 def lr_find_stage(st, recipe):
@@ -113,7 +108,7 @@ def lr_find_stage(st, recipe):
     from .data import build_data
     from .runs import write_json
     from .train import build_model, make_learner, seed_everything, setup_torch
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise ValueError("--lr-find: run it without torchrun")
+    if is_distributed(): raise ValueError("--lr-find: run it without torchrun")
     setup_torch()
     seed_everything(recipe.seed)
     data = build_data(recipe)

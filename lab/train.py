@@ -36,7 +36,7 @@ from .metrics import DeviceAccuracy, seg_loss, seg_metrics
 from .profile import cpu_threads, use_bf16
 from .recipe import Recipe, describe_model
 from .report import plot_curves
-from .runs import environment_info, is_rank0, read_json, write_json
+from .runs import environment_info, is_distributed, is_rank0, read_json, write_json
 
 __all__ = ['RunOptions', 'train_run', 'build_model', 'make_learner', 'load_checkpoint', 'load_run_model',
            'MetricsCSV', 'load_history', 'LabLearner', 'seed_everything', 'setup_torch', 'n_classes_of', 'lr_of',
@@ -292,7 +292,7 @@ def load_history(run_dir):
 def fit_recipe(learn, recipe, cbs=()):
     "`fit` or `fit_one_cycle` as the recipe says, inside fastai's `distrib_ctx` under torchrun (DDP)."
     fit = learn.fit_one_cycle if recipe.schedule == 'one_cycle' else learn.fit
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
+    if is_distributed():
         import fastai.distributed  # adds Learner.distrib_ctx
         fastai.distributed.DistributedDL._broadcast = _broadcast_on_backend
         kw = {} if torch.cuda.is_available() else dict(cpu=True)
