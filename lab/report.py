@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ['plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'mean_std', 'compare', 'wilson',
+__all__ = ['plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'markdown_rows', 'mean_std', 'compare', 'wilson',
            'seed_interval', 'accuracy_text']
 
 
@@ -41,12 +41,19 @@ def _fmt(v):
     return str(v)
 
 
+def _cell(v): return str(v).replace('|', '\\|').replace('\n', ' ')
+
+
+def markdown_rows(header, rows):
+    "A GitHub markdown table (no final newline) of `rows` of cells under `header`; '|' and newlines in cells escaped."
+    lines = ['| ' + ' | '.join(map(str, header)) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(_cell(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
 def markdown_table(df):
     "A GitHub markdown table of `df` (no extra dependency)."
-    cols = list(df.columns)
-    lines = ['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)]
-    lines += ['| ' + ' | '.join(_fmt(v) for v in row) + ' |' for row in df.itertuples(index=False)]
-    return '\n'.join(lines) + '\n'
+    return markdown_rows(list(df.columns), ([_fmt(v) for v in row] for row in df.itertuples(index=False))) + '\n'
 
 
 def write_table(rows, folder, name='table', title=None, notes=None):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from .report import markdown_rows, wilson
 from .runs import key_difference, latest_stage_summary, read_json, stage_dir
 
 __all__ = ['SECTIONS', 'SectionSpec', 'Figure', 'Found', 'find_section', 'collect', 'provenance_warnings',
@@ -323,6 +324,12 @@ def describe_data(found, recipe):
 
 # ----- the sections -------------------------------------------------------------------------------------------------
 
+def _design(f, recipe, source, model_text):
+    "A section's design paragraphs: the model (`model_text`, read from `source`), its training and its data."
+    return [f"**Design** ({source}): {model_text}", describe_training(recipe, (f.config or {}).get('precision')),
+            describe_data(f, recipe)]
+
+
 def _fig(folder, name, caption):
     path = Path(folder) / name if folder else None
     return Figure(path, caption) if path and path.is_file() else None
@@ -344,15 +351,6 @@ def _epoch(v):
     if v is None or (isinstance(v, float) and math.isnan(v)): return '-'
     v = float(v) + 1
     return str(int(v)) if v == int(v) else f"{v:.1f}"
-
-
-def _cell(v): return str(v).replace('|', '\\|').replace('\n', ' ')
-
-
-def _table(header, rows):
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(_cell(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)
 
 
 def _embed(path, drop_title=True, level=4):
@@ -449,7 +447,7 @@ def _resnet_rows(f, stats=False):
                _pct(r.get('final_gap')), _num(r.get('seconds'), 1)]
         if stats: row += [_num(r.get('dead_share')), _num(r.get('act_std_last')), _num(r.get('grad_first_over_last'), 3)]
         rows.append(row)
-    return _table(header, rows) + '\n\nBest epoch counted from 1; valid accuracy at the best epoch by valid accuracy.'
+    return markdown_rows(header, rows) + '\n\nBest epoch counted from 1; valid accuracy at the best epoch by valid accuracy.'
 
 
 def _design_variants(f):
@@ -491,9 +489,7 @@ def _final(out, f):
     s = f.summary
     final = _recipe(s.get('final_recipe') or s.get('best_recipe'))
     items = []
-    if final:
-        items += [f"**Design** (the final recipe of summary.json): {describe_resnet(final)}",
-                  describe_training(final, (f.config or {}).get('precision')), describe_data(f, final)]
+    if final: items += _design(f, final, 'the final recipe of summary.json', describe_resnet(final))
     if s.get('chosen_from'): items.append(f"Configuration taken from: {s['chosen_from']}")
     items += [_embed(f.folder / 'ablation.md') or '*No ablation table (ablation.md) in this run.*']
     run = f.run
@@ -507,14 +503,13 @@ def _final(out, f):
 
 
 def _classifier(out, f):
-    from .report import wilson
     s = f.summary
     recipe = _recipe(s.get('best_recipe') or s.get('recipe'))
     items = []
     if recipe:
-        items += [f"**Design** (its recipe): {describe_resnet(recipe)}", describe_training(recipe, (f.config or {}).get('precision')),
-                  describe_data(f, recipe) + (" The 64 px Tiny ImageNet originals are brought to this size by the squish "
-                                              "resize (upsampled, nothing cropped).")]
+        items += _design(f, recipe, 'its recipe', describe_resnet(recipe))
+        items[-1] += (" The 64 px Tiny ImageNet originals are brought to this size by the squish resize (upsampled, "
+                      "nothing cropped).")
     rows = []
     for r in s.get('rows', []):
         vlo, vhi = wilson(r['valid_acc'], r.get('n_eval') or 0)
@@ -523,7 +518,7 @@ def _classifier(out, f):
                      f"{_pct(vlo)}-{_pct(vhi)} (n={r.get('n_eval')})", _pct(r.get('test_acc')),
                      f"{_pct(tlo)}-{_pct(thi)} (n={r.get('n_test')})" if tlo is not None else '-',
                      _epoch(r.get('best_epoch')), r.get('n_seeds')])
-    items.append(_table(['model', 'configuration', 'params (M)', 'valid acc', 'Wilson 95%', 'test acc', 'Wilson 95%',
+    items.append(markdown_rows(['model', 'configuration', 'params (M)', 'valid acc', 'Wilson 95%', 'test acc', 'Wilson 95%',
                          'best epoch', 'seeds'], rows))
     items.append(_embed(f.run / 'per_class.md') if f.run else None)
     items += [_figs(_fig(f.run, 'accuracy.png', 'accuracy per epoch'), _fig(f.run, 'loss.png', 'loss per epoch'),
@@ -540,7 +535,7 @@ def _seg_table(rows):
     body = [[r['name'], _num(r.get('params_M')), _num(r.get('trainable_M')), _num(r.get('iou')), _num(r.get('dice')),
              _num(r.get('pixel_acc')), _num(r.get('test_iou')), _num(r.get('test_dice')), _num(r.get('real_iou')),
              _num(r.get('real_dice')), r.get('epochs'), r.get('n_seeds')] for r in rows]
-    return _table(header, body) + ('\n\nValid at the best epoch by valid IoU; threshold 0.5, counts summed over all '
+    return markdown_rows(header, body) + ('\n\nValid at the best epoch by valid IoU; threshold 0.5, counts summed over all '
                                    'pixels; real frame = the real Kaggle render of a known place (sim-to-real).')
 
 
@@ -555,9 +550,7 @@ def _unet(out, f):
     s = f.summary
     recipe = _recipe(s.get('best_recipe') or s.get('recipe'))
     items = []
-    if recipe:
-        items += [f"**Design** (its recipe): {describe_unet(recipe)}", describe_training(recipe, (f.config or {}).get('precision')),
-                  describe_data(f, recipe)]
+    if recipe: items += _design(f, recipe, 'its recipe', describe_unet(recipe))
     items += [_seg_table(s.get('rows', [])), _real_note(f.run),
               _figs(_fig(f.run, 'prediction_0.png', 'valid frame: input, predicted mask, true mask'),
                     _fig(f.run, 'prediction_1.png', 'another valid frame'),
@@ -609,7 +602,7 @@ def _provenance(out, found, general):
         data = f"`{f.data_path}`" if f.spec.data else (f.source or '-')
         rows.append([f.spec.title, f"`{_rel_out(out, f.folder)}`", data, f.source if f.spec.data else '-', f.profile or '-',
                      ', '.join(map(str, f.seeds)) if isinstance(f.seeds, list) else str(f.seeds)])
-    items = ['## Where the numbers come from', _table(['section', 'results', 'data', 'source', 'profile', 'seeds'], rows)]
+    items = ['## Where the numbers come from', markdown_rows(['section', 'results', 'data', 'source', 'profile', 'seeds'], rows)]
     items += [f"> **Warning:** {w}" for w in general] or ['All finished sections ran on the same data, profile and seeds.']
     synthetic = [f.spec.stage for f in found if f.ran and f.source == 'synthetic']
     if synthetic:
