@@ -52,15 +52,17 @@ def _fits_in_memory(n_images, size):
     return n_images * 4 * size * size <= MEMORY_SHARE * available  # 3 image bytes + 1 mask byte a pixel
 
 
-def build_data(recipe, device=None, say=True):
-    "The DataLoaders of a resolved `recipe` on `device` (default: this process's), in memory when they fit."
+def build_data(recipe, device=None, say=True, in_memory=None):
+    """The DataLoaders of a resolved `recipe` on `device` (default: this process's): in memory when they fit (`in_memory`
+    None), else, or with `in_memory=False`, fastai's file path (items decoded per batch in worker processes)."""
     device = device or default_device()
+    fits = _fits_in_memory if in_memory is None else lambda *_: in_memory
     if recipe.task == 'classify':
         root, source = find_tiny_imagenet(recipe.data, quiet=True)
         splits = load_tiny_imagenet(root, classes=recipe.classes, valid_pct=recipe.valid_pct, seed=recipe.split_seed,
                                     max_per_class=recipe.max_items)
         n = len(splits.train) + len(splits.valid)
-        in_memory = _fits_in_memory(n, recipe.size)
+        in_memory = fits(n, recipe.size)
         dls = tiny_imagenet_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment,
                                 train_on_valid=recipe.train_on_valid, device=device,
                                 num_workers=0 if in_memory else loader_workers())
@@ -71,7 +73,7 @@ def build_data(recipe, device=None, say=True):
         root, source = find_moon(recipe.data, quiet=True)
         splits = moon_splits(root, recipe.valid_pct, recipe.test_pct, recipe.split_seed, recipe.max_items)
         check_pair_sizes(splits.train + splits.valid + splits.test)
-        in_memory = _fits_in_memory(len(splits.train) + len(splits.valid), recipe.size)
+        in_memory = fits(len(splits.train) + len(splits.valid), recipe.size)
         dls = moon_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment, device=device,
                        num_workers=0 if in_memory else loader_workers())
         test, names = splits.test, CODES

@@ -52,8 +52,7 @@ from fastai.vision.all import imagenet_stats
 
 from data.device import item_cache
 from data.locate import find_tiny_imagenet
-from data.moon import moon_dls, moon_splits
-from data.tiny_imagenet import load_tiny_imagenet, read_wnids, tiny_imagenet_dls
+from data.tiny_imagenet import read_wnids
 from lab.cli import script_main
 from lab.data import build_data, resolve_data
 from lab.metrics import seg_loss
@@ -203,22 +202,10 @@ def pixel_accuracy(inp, targ):
     return ((inp.as_subclass(Tensor) > 0).squeeze(1).long() == targ.as_subclass(Tensor).long()).float().mean()
 
 
-def file_dls(recipe, device):
-    "c's DataLoaders: the lab's DataBlock (same items, split, transforms, batch size), decoded per item from the files."
-    if recipe.task == 'classify':
-        splits = load_tiny_imagenet(recipe.data, classes=recipe.classes, valid_pct=recipe.valid_pct,
-                                    seed=recipe.split_seed, max_per_class=recipe.max_items)
-        return tiny_imagenet_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment, device=device,
-                                 num_workers=loader_workers())
-    splits = moon_splits(recipe.data, recipe.valid_pct, recipe.test_pct, recipe.split_seed, recipe.max_items)
-    return moon_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment, device=device,
-                    num_workers=loader_workers())
-
-
 def fastai_default_path(recipe, device, bf16, epochs, debug):
     "c: fastai's default Learner on the file-based DataLoaders."
     seed_everything(recipe.seed, recipe.deterministic)
-    dls = file_dls(recipe, device)
+    dls = build_data(recipe, device, say=False, in_memory=False).dls  # the lab's DataBlock, decoded from the files
     seed_everything(recipe.seed, recipe.deterministic)
     model = build_model(recipe)
     classify = recipe.task == 'classify'
