@@ -240,13 +240,14 @@ def predict_classes(learn, files, k=3):
     return rows
 
 
-def predict_masks(learn, files, threshold=0.5):
-    "Per file: (rock probability map at the image's own size (H, W) as a float array, its mask as uint8 0/255)."
+def predict_masks(learn, files, threshold=0.5, sizes=None):
+    """Per file: (rock probability map at the image's own size (H, W) as a float array, its mask as uint8 0/255).
+    `sizes`: the files' (width, height) when the caller has them from `check_image` already."""
     import torch.nn.functional as F
     logits = _outputs(learn, files)
     results = []
-    for f, lg in zip(files, logits):
-        w, h = check_image(f)
+    for f, lg, size in zip(files, logits, sizes or map(check_image, files)):
+        w, h = size
         prob = F.interpolate(torch.sigmoid(lg)[None], size=(h, w), mode='bilinear', align_corners=False)[0, 0].numpy()
         results.append((prob, np.where(prob > threshold, 255, 0).astype(np.uint8)))
     return results

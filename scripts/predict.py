@@ -60,7 +60,7 @@ def body(args):
     from PIL import Image
     out.mkdir(parents=True, exist_ok=True)
     rows, used = [], set()
-    for f, (w, h), (prob, mask) in zip(files, sizes, predict_masks(learn, files, args.threshold)):
+    for f, (w, h), (prob, mask) in zip(files, sizes, predict_masks(learn, files, args.threshold, sizes)):
         name = _unique(f.stem, used)
         Image.fromarray(mask, mode='L').save(out / f'{name}_mask.png')
         overlay_mask(f, mask).save(out / f'{name}_overlay.png')
