@@ -1,27 +1,22 @@
 """U-Nets for binary segmentation (T3.2, T3.3): a hand-written `UNet` and a `BackboneUNet` on a `ResNet`'s stages.
 
 Both return **1 channel of logits** at the input's size: train them with `BCEWithLogits`/Dice on logits
-(`lab.metrics.BCEDiceLoss`) and apply the sigmoid only to predict; the loss's `activation` does that for
+(`lab.losses.BCEDiceLoss`) and apply the sigmoid only to predict; the loss's `activation` does that for
 fastai's `get_preds`/`show_results`.
 
 Written by hand rather than with fastai's `unet_learner`/`DynamicUnet`: on the (32, 64, 128, 256) '3x3s2' ResNet
 it builds 7,545,804 parameters (a 4.75M decoder) and, taking skips only where the resolution changes, has
 3 up levels, not 4.
 """
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastai.torch_core import params
-from fastcore.foundation import L
 
 from .layers import make_activation, count_params, check_budget
 from .resnet import ResNet, conv_bn
 
-__all__ = ['UNet', 'BackboneUNet', 'UpBlock', 'unet_widths', 'unet_splitter', 'backbone_unet_splitter',
-           'load_encoder_from_classifier']
+__all__ = ['UNet', 'BackboneUNet', 'UpBlock', 'unet_widths', 'unet_splitter', 'backbone_unet_splitter']
 
 
 def conv_bn_act(in_ch, out_ch, kernel_size=3, stride=1, act='relu'):
@@ -194,40 +189,3 @@ def unet_splitter(model):
 backbone_unet_splitter = unet_splitter
 
 
-def read_torch_file(path):
-    """A `torch.save` file read weights-only, letting through what fastai and the lab store besides tensors:
-    fastcore `L`s and numpy scalars (fastai's one-cycle and `slice` learning rates live in the optimiser state as
-    numpy floats), as fastai's own `load_model` does, and nothing else."""
-    numpy_scalar = np.float64(0).__reduce__()[0]  # numpy's pickle reconstructor, wherever numpy keeps it
-    allowed = [L, numpy_scalar, np.dtype, *(getattr(np.dtypes, name) for name in np.dtypes.__all__)]
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def _read_state_dict(path):
-    "The model state dict in a `torch.save`/fastai `learn.save` file (under 'model' when saved with the optimizer)."
-    state = read_torch_file(path)
-    return state['model'] if isinstance(state, dict) and 'model' in state else state
-
-
-def load_encoder_from_classifier(model, checkpoint_path):
-    """Load a `ResNet` classifier's checkpoint into `model`: a `ResNet`, or a `BackboneUNet`'s encoder (its head
-    weights are then ignored). Raises `FileNotFoundError` or `ValueError`, naming the file, when it is missing
-    or does not fit. Returns `model`."""
-    path = Path(checkpoint_path)
-    if not path.is_file(): raise FileNotFoundError(f"classifier checkpoint not found: {path}")
-    state = _read_state_dict(path)
-    target = model.encoder if isinstance(model, BackboneUNet) else model
-    if target is not model: state = {k: v for k, v in state.items() if not k.startswith('head.')}
-    expected = target.state_dict()
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    shapes = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        few = lambda ks: ', '.join(ks[:5]) + (f' (+{len(ks) - 5} more)' if len(ks) > 5 else '')
-        problems = [f"{what}: {few(ks)}" for what, ks in
-                    (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if ks]
-        raise ValueError(f"{path} does not fit {type(target).__name__ if target is model else 'the encoder'}: "
-                         + '; '.join(problems))
-    target.load_state_dict(state)
-    return model

@@ -1,7 +1,9 @@
 """Where the data is (D3): an explicit path, else known locations, else a generated synthetic dataset (loudly).
 
-Both finders return ``(path, source)`` with source 'real' or 'synthetic'; a folder made by `data.synthetic` holds a
-`SYNTHETIC` marker and is reported as synthetic wherever it is.
+Datasets never live in the code: they are downloaded and generated into fastai's data folder (`data_home()`:
+`~/.fastai/data`, or where fastai's config.ini says, as `untar_data` does). Both finders return ``(path, source)``
+with source 'real' or 'synthetic'; a folder made by `data.synthetic` holds a `SYNTHETIC` marker and is reported as
+synthetic wherever it is.
 """
 import shutil, tempfile, urllib.request, zipfile
 from pathlib import Path
@@ -10,9 +12,10 @@ from .moon import moon_pairs
 from .synthetic import make_moon_like, make_tiny_imagenet_like
 from .tiny_imagenet import read_wnids
 
-__all__ = ['REPO', 'TINY_IMAGENET_URL', 'data_source', 'find_tiny_imagenet', 'find_moon', 'download_tiny_imagenet']
+__all__ = ['REPO', 'TINY_IMAGENET_URL', 'data_home', 'data_source', 'find_tiny_imagenet', 'find_moon', 'moon_places',
+           'download_tiny_imagenet']
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the checkout; ../shared beside it on this team's machines
 TINY_IMAGENET_URL = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
 MIN_MOON_PAIRS = 20
 MOON_URL = 'https://www.kaggle.com/datasets/romainpessia/artificial-lunar-rocky-landscape-dataset'
@@ -26,9 +29,15 @@ def _check_tiny(path):
         if not (path/sub).exists(): raise FileNotFoundError(f"{path/sub}: not found (expected Tiny ImageNet's layout)")
 
 
-def _fastai_tiny():
+def data_home():
+    "fastai's data folder (`~/.fastai/data` unless fastai's config.ini says otherwise): datasets land here."
     from fastai.data.external import fastai_path  # imported here: only this place needs fastai's config
-    return fastai_path('data')/'tiny_imagenet_200'
+    return fastai_path('data')
+
+
+def _shared(name):
+    "A read-only copy of a dataset beside the checkout (`../shared/data/<name>`), on machines that have one."
+    return REPO.parent/'shared'/'data'/name
 
 
 def _find(kind, path, places, check, generated, generate, how_to_get, quiet=False):
@@ -57,17 +66,22 @@ def data_source(folder):
 
 def find_tiny_imagenet(path=None, generate=True, quiet=False):
     "`(folder, 'real' | 'synthetic')` of Tiny ImageNet: `path`, known locations, or a generated stand-in (`quiet`: no notice)."
-    places = [REPO/'data'/'tiny-imagenet-200', REPO.parent/'shared'/'data'/'tiny-imagenet-10', _fastai_tiny()]
+    places = [data_home()/'tiny-imagenet-200', _shared('tiny-imagenet-10')]
     return _find('Tiny ImageNet', path, places, _check_tiny,
-                 (REPO/'data'/'generated'/'tiny-imagenet-synthetic', make_tiny_imagenet_like), generate,
+                 (data_home()/'tiny-imagenet-synthetic', make_tiny_imagenet_like), generate,
                  f"Run data.locate.download_tiny_imagenet() or put it at {places[0]}", quiet)
+
+
+def moon_places():
+    "Where the moon data is looked for, in order: fastai's data folder, then ../shared/data/moon."
+    return [data_home()/'moon', _shared('moon')]
 
 
 def find_moon(path=None, generate=True, quiet=False):
     """`(folder, 'real' | 'synthetic')` of the moon data: `path`, known locations, or a generated stand-in.
     A known location with fewer than `MIN_MOON_PAIRS` frames is skipped (said): it cannot train and validate a U-Net."""
-    places = [REPO/'data'/'moon', REPO.parent/'shared'/'data'/'moon', REPO/'data'/'moon-kaggle']
-    how_to_get = f"Get it from {MOON_URL} (images/render, images/ground) into {places[2]}"
+    places = moon_places()
+    how_to_get = f"Get it from {MOON_URL} (images/render, images/ground) into {places[0]}"
     if path is None:
         small = {p: len(moon_pairs(p)) for p in places if p.exists() and len(moon_pairs(p)) < MIN_MOON_PAIRS}
         for p, n in small.items() if not quiet else ():
@@ -75,12 +89,13 @@ def find_moon(path=None, generate=True, quiet=False):
                   f"(pass --data {p} to use it anyway)")
         places = [p for p in places if p not in small]
     return _find('the Kaggle moon data', path, places, moon_pairs,
-                 (REPO/'data'/'generated'/'moon-synthetic', make_moon_like), generate, how_to_get, quiet)
+                 (data_home()/'moon-synthetic', make_moon_like), generate, how_to_get, quiet)
 
 
-def download_tiny_imagenet(dest='data'):
-    "Download and unzip Tiny ImageNet-200 into `dest`/tiny-imagenet-200 (reused when there); RuntimeError offline."
-    dest = Path(dest)
+def download_tiny_imagenet(dest=None):
+    """Download and unzip Tiny ImageNet-200 into `dest`/tiny-imagenet-200 (default: fastai's data folder, where the
+    lab looks first; reused when there); RuntimeError offline."""
+    dest = Path(dest) if dest is not None else data_home()
     target = dest/'tiny-imagenet-200'
     if target.exists(): _check_tiny(target); return target
     dest.mkdir(parents=True, exist_ok=True)

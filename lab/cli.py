@@ -1,24 +1,24 @@
-"""The one command line of the lab: every `Recipe` field is a flag, declared here once, for every training script.
+"""The one command line of the lab: `main = script(body, flags, recipe)` for every script; for a training script every
+`Recipe` field is a flag, declared here once.
 
-A training script is `run(recipe, opts)` plus its default recipe: `main = training_script(run, RECIPE)`. The recipe
+A training script is `run(recipe, opts)` plus its default recipe: `main = script(run, recipe=RECIPE)`; any other
+script is `body(args)` plus its flags: `main = script(body, flags)`. `main(argv)` runs it in this process. The recipe
 a run trains is resolved in this order: the script's `RECIPE`, scaled to the profile (quick on a CPU unless
 --full); or, with `--config <run>/config.json`, that run's saved recipe as it is; then every flag given on the
 command line. The model flags are the keys of the script's model config (e.g. --channels 32,64,128 --act gelu).
 
 Errors are one line naming the flag or file and what was expected (exit code 2); `--debug` or LAB_DEBUG=1 shows the
-traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.runs.Stage`) and exits with 130.
+traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.results.Stage`) and exits with 130.
 """
-import argparse, importlib.util, os, signal, sys, traceback
+import argparse, os, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 
-from .recipe import Recipe, scale_to_profile
+from .distributed import init_distributed
+from .recipe import Recipe, describe_recipe, pick_profile, scale_to_profile
 
-__all__ = ['Options', 'training_script', 'script_main', 'one_line_errors', 'parse_seeds', 'parse_jobs',
-           'recipe_flags', 'runtime_flags', 'resolve_recipe', 'Interrupted', 'load_script', 'SCRIPTS', 'recipe_argv']
-
-SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
+__all__ = ['script', 'Options', 'Parser', 'probe_flags', 'one_line_errors', 'parse_seeds', 'parse_jobs', 'recipe_flags',
+           'runtime_flags', 'recipe_argv', 'resolve_recipe', 'Interrupted']
 
 RUNTIME_HELP = dict(
     out='results folder',
@@ -151,18 +151,19 @@ def runtime_flags(parser):
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other error of the lab
+def probe_flags(parser, stage, seeds, quick, data):
+    """The flags every Task 1 probe has: --data (`data`: what real images are for), --out (it writes
+    <out>/<stage>/<timestamp>/), --quick (`quick`: what it makes smaller), --seeds (default `seeds`)."""
+    parser.add_argument('--data', default=None, help=data)
+    parser.add_argument('--out', default='results', help=f'results root; this probe writes <out>/{stage}/<timestamp>/')
+    parser.add_argument('--quick', action='store_true', help=f'{quick} (a fast CPU check)')
+    parser.add_argument('--seeds', default=seeds, help="seeds: a count (3 means 0,1,2) or a list like 0,5")
+
+
+class Parser(argparse.ArgumentParser):
+    "argparse with the lab's one-line errors (a bad flag exits 2 with one line, not the usage)."
+    def error(self, message):
         raise SystemExit(f"{self.prog}: error: {message} (see --help)")
-
-
-def make_parser(doc, prog, model=None, extra=None):
-    "The parser of a training script: its docstring, the recipe and model flags, the runtime flags, then `extra`."
-    parser = _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    runtime_flags(parser)
-    recipe_flags(parser, model)
-    if extra: extra(parser.add_argument_group('this script'))
-    return parser
 
 
 def resolve_recipe(default, args):
@@ -174,7 +175,6 @@ def resolve_recipe(default, args):
         recipe = Recipe.load(args.config)
         print(f"recipe: {args.config} (the saved recipe of that run; flags given override it)")
     else:
-        from .profile import pick_profile
         recipe = scale_to_profile(default, pick_profile(args.quick, args.full))
     recipe = replace(recipe, **overrides)
     if model_overrides: recipe = replace(recipe, model=dict(recipe.model, **model_overrides))
@@ -213,7 +213,6 @@ def one_line_errors(debug=False):
 
 
 def _main_thread():
-    import threading
     return threading.current_thread() is threading.main_thread()
 
 
@@ -224,17 +223,46 @@ def _message(e):
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def script_main(body, doc, prog, add_flags=None):
-    """A non-training script's main(argv=None): an argparse CLI (`add_flags(parser)`), then `body(args)`, with the
-    lab's one-line errors. For scripts whose flags are not a recipe (Task 1 probes, report, benchmark, predict)."""
+def script(body, flags=None, recipe=None):
+    """`main(argv=None)` of a script: its module docstring as --help, the flags `flags(parser)` adds, --debug, then
+    `body`, inside the lab's one-line errors (`one_line_errors`).
+
+    With `recipe` (a training script): every Recipe field and every key of `recipe.model` is a flag too, and so are
+    the runtime flags (--out, --seeds, --jobs, --resume, --config, --from, --lr-find); `body(recipe, opts)` gets the
+    recipe resolved from `recipe`, the profile, --config and the flags, and the runtime `Options`, whose `extra` holds
+    the values of the flags `flags` added. Otherwise `body(args)` gets the parsed flags."""
+    module = sys.modules[body.__module__]
+    prog = os.path.basename(getattr(module, '__file__', None) or body.__module__)
+
+    def parser():
+        epilog = (None if recipe is None else "default recipe (before the profile scales it; every field is a flag):\n"
+                  + textwrap.fill(describe_recipe(recipe), 116, break_on_hyphens=False, initial_indent='  ',
+                                  subsequent_indent='  '))
+        p = Parser(prog=prog, description=module.__doc__, epilog=epilog,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        if recipe is not None:
+            runtime_flags(p)
+            recipe_flags(p, recipe.model)
+        before = {a.dest for a in p._actions}
+        if flags: flags(p)
+        if not any(a.dest == 'debug' for a in p._actions):
+            p.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
+        p.own_flags = [a.dest for a in p._actions if a.dest not in before | {'debug', 'help'}]
+        return p
+
     def main(argv=None):
-        parser = _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        if add_flags: add_flags(parser)
-        if not any(a.dest == 'debug' for a in parser._actions):
-            parser.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
-        args = _parse(parser, argv)
+        p = parser()
+        args = _parse(p, argv)
         with one_line_errors(args.debug):
-            return body(args)
+            if recipe is None: return body(args)
+            init_distributed()  # under torchrun: one model trained by every process (DDP)
+            resolved, model_overrides = resolve_recipe(recipe, args)
+            opts = _options(args, resolved, model_overrides, p.own_flags)
+            if args.config:  # that run's recipe alone, not the stage's variants
+                from .stage import rerun  # the stage machinery, only for a training run
+                return rerun(opts, resolved, args.config)
+            return body(resolved, opts)
+    main.parser = parser
     return main
 
 
@@ -243,36 +271,3 @@ def _parse(parser, argv):
     except SystemExit as e:
         if isinstance(e.code, str): print(e.code, file=sys.stderr); raise SystemExit(2) from None
         raise
-
-
-def training_script(run, recipe, extra=None):
-    """`main(argv=None)` of a training script whose body is `run(recipe, opts)`: the recipe resolved from the script's
-    `recipe`, the profile, --config and the flags; `opts` the runtime `Options`. `extra(group)` adds script flags."""
-    module = sys.modules[run.__module__]
-    prog = os.path.basename(getattr(module, '__file__', None) or run.__module__)
-    def main(argv=None):
-        parser = make_parser(module.__doc__, prog, recipe.model, extra)
-        args = _parse(parser, argv)
-        with one_line_errors(args.debug):
-            from .runs import init_distributed
-            init_distributed()  # under torchrun: one model trained by every process (DDP)
-            resolved, model_overrides = resolve_recipe(recipe, args)
-            extra_names = [a.dest for g in parser._action_groups if g.title == 'this script' for a in g._group_actions]
-            opts = _options(args, resolved, model_overrides, extra_names)
-            if args.config:  # that run's recipe alone, not the stage's variants
-                from .stages import rerun
-                return rerun(opts, resolved, args.config)
-            return run(resolved, opts)
-    main.recipe, main.parser = recipe, lambda: make_parser(module.__doc__, prog, recipe.model, extra)
-    return main
-
-
-def load_script(name):
-    "A script of scripts/ as a module, loaded once: its `main(argv)` runs it in this process (no new interpreter)."
-    key = f'lab_scripts.{name}'
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, SCRIPTS / f'{name}.py')
-        if spec is None or not (SCRIPTS / f'{name}.py').is_file(): raise FileNotFoundError(f"{SCRIPTS / name}.py: no such script")
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]

@@ -2,7 +2,7 @@
 
 `resolve_data(recipe)` makes the recipe explicit (the data folder found, the class list spelled out), so that the
 recipe saved with a run names exactly the data it saw. `build_data(recipe)` gives the DataLoaders: every image is
-decoded once into a cached uint8 tensor (`data.device`), kept on the GPU when it fits, and batches are gathered
+decoded once into a cached uint8 tensor (`lab.device_data`), kept on the GPU when it fits, and batches are gathered
 and augmented there. Decoding every image before the first epoch also checks every file: a bad one stops the
 run up front with its path. The file path (fastai's usual per-item decoding) remains for data too big for memory.
 """
@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from data.locate import REPO, data_source, find_moon, find_tiny_imagenet
+from data.locate import data_source, find_moon, find_tiny_imagenet, moon_places
 from data.moon import CODES, check_pair_sizes, moon_dls, moon_splits
 from data.tiny_imagenet import load_tiny_imagenet, read_wnids, parse_classes, tiny_imagenet_dls
-from .profile import default_device, loader_workers
+from .machine import default_device, loader_workers
 
 __all__ = ['resolve_data', 'build_data', 'Data', 'real_moon_pair', 'MEMORY_SHARE']
 
@@ -79,7 +79,7 @@ def build_data(recipe, device=None, say=True, in_memory=None):
         test, names = splits.test, CODES
         info = dict(n_train=len(splits.train), n_valid=len(splits.valid), n_test=len(splits.test), split=splits.notes)
     if in_memory:
-        from data.device import to_device_dls
+        from .device_data import to_device_dls
         dls = to_device_dls(dls, root, device=device)
     path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({loader_workers()} workers)'
     info.update(data=str(root), source=source, size=recipe.size, augment=recipe.augment, data_path=path,
@@ -94,7 +94,7 @@ def build_data(recipe, device=None, say=True, in_memory=None):
 def real_moon_pair():
     "The real Kaggle render/ground pair(s) of a known place that is too small to train on (the sim-to-real check), or None."
     from data.moon import moon_pairs
-    for place in (REPO / 'data' / 'moon', REPO.parent / 'shared' / 'data' / 'moon'):
+    for place in moon_places():
         try:
             pairs = moon_pairs(place)
         except (FileNotFoundError, ValueError): continue

@@ -1,7 +1,7 @@
 """Training a stage's runs: one after another, or `--jobs N` at a time in separate processes spread over the GPUs.
 
 Every run seeds itself from its recipe, so running runs side by side gives the numbers they give one after another
-(on a CPU: at the same torch thread count; see `lab.profile.cpu_threads`). A run that fails does not stop the
+(on a CPU: at the same torch thread count; see `lab.machine.cpu_threads`). A run that fails does not stop the
 others: the finished ones stay finished, and the failures are reported together at the end (`RunsFailed`).
 Under torchrun (DDP) the runs go one after another, each trained by all processes together.
 """
@@ -12,22 +12,18 @@ from dataclasses import replace
 
 import torch
 
-from .profile import n_gpus
-from .runs import is_distributed, read_json
+from .machine import n_gpus
+from .distributed import barrier, is_distributed
+from .io import read_json
 from .train import RunOptions, train_run
 
-__all__ = ['train_runs', 'resolve_jobs', 'RunsFailed', 'seeded']
+__all__ = ['train_runs', 'resolve_jobs', 'RunsFailed']
 
 RUNS_PER_GPU = 4  # small models leave a GPU mostly idle between kernels; a few processes fill those gaps
 
 
 class RunsFailed(RuntimeError):
     "Some runs of a stage failed (the others finished and are kept)."
-
-
-def seeded(variants, seeds):
-    "{'<name>-seed<k>': recipe with seed k} for every variant (name -> Recipe) and seed."
-    return {f'{name}-seed{s}': replace(r, seed=s) for name, r in variants.items() for s in seeds}
 
 
 def resolve_jobs(jobs, n_chains):
@@ -76,7 +72,7 @@ def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None):
     if jobs == 1:
         for chain in todo:
             results += _chain(chain)
-            _barrier()
+            barrier()
     else:
         print(f"{stage.name}: {sum(map(len, todo))} run(s) in {len(todo)} chain(s), {jobs} at a time")
         results = _parallel(todo, jobs, options)
@@ -108,6 +104,3 @@ def _parallel(todo, jobs, options):
     return results
 
 
-def _barrier():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1: dist.barrier()

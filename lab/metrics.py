@@ -1,4 +1,5 @@
-"""Binary segmentation metrics and losses for 1-channel logits (T3.2, T3.3, D4).
+"""Metrics counted on the device: classification accuracy, and binary segmentation metrics for 1-channel logits
+(T3.2, T3.3, D4).
 
 fastai's `Dice`/`JaccardCoeff` take the argmax over channels, which is always 0 for one channel; these
 threshold the sigmoid instead. The fastai metrics add up pixel counts over the whole validation set and
@@ -9,16 +10,16 @@ Targets may be fastai `TensorMask`s (B, H, W) of {0, 1} or float masks (B, 1, H,
 import math
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 from fastai.metrics import Metric
 
+from .distributed import all_reduce_sum
+
 __all__ = ['seg_stats', 'iou_score', 'dice_score', 'pixel_accuracy', 'IoU', 'DiceScore', 'PixelAccuracy',
-           'seg_metrics', 'soft_dice_loss', 'BCEDiceLoss', 'seg_loss', 'SEG_LOSSES', 'DeviceAccuracy', 'all_reduce_sum']
+           'seg_metrics', 'DeviceAccuracy', 'align_masks']
 
 
-def _align(logits, target):
+def align_masks(logits, target):
     "Plain float tensors of one shape (B, 1, H, W); fastai's tensor subclasses refuse to mix in arithmetic."
     logits, target = logits.as_subclass(Tensor), target.as_subclass(Tensor)
     if target.ndim == logits.ndim - 1: target = target.unsqueeze(1)
@@ -30,7 +31,7 @@ def _align(logits, target):
 
 def seg_stats(logits, target, threshold=0.5):
     "Pixel counts (tp, fp, fn, tn) as a long tensor of 4, predicting foreground where sigmoid(logits) > `threshold`."
-    logits, target = _align(logits, target)
+    logits, target = align_masks(logits, target)
     pred, true = torch.sigmoid(logits) > threshold, target > 0.5
     return torch.stack([(pred & true).sum(), (pred & ~true).sum(), (~pred & true).sum(), (~pred & ~true).sum()])
 
@@ -49,14 +50,6 @@ def pixel_accuracy(tp, fp, fn, tn):
     "Share of pixels classified right; nan when there are no pixels."
     n = tp + fp + fn + tn
     return (tp + tn) / n if n else math.nan
-
-
-def all_reduce_sum(t):
-    "`t` summed over the processes of a distributed run (DDP under torchrun); `t` itself otherwise."
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = t.clone(); dist.all_reduce(t)
-    return t
 
 
 class _DeviceCounts(Metric):
@@ -129,47 +122,3 @@ def seg_metrics(threshold=0.5):
     return [IoU(threshold), DiceScore(threshold), PixelAccuracy(threshold)]
 
 
-def soft_dice_loss(logits, target, smooth=1.0):
-    "1 - soft Dice of sigmoid(logits), summed over the whole batch; `smooth` keeps empty masks at loss 0, not 0/0."
-    logits, target = _align(logits, target)
-    prob = torch.sigmoid(logits)
-    return 1 - (2 * (prob * target).sum() + smooth) / (prob.sum() + target.sum() + smooth)
-
-
-class BCEDiceLoss(nn.Module):
-    """`bce_weight` * BCEWithLogits + (1 - `bce_weight`) * `soft_dice_loss`, for 1-channel logits.
-
-    Args:
-        bce_weight: 1 gives pure BCEWithLogits, 0 pure soft Dice, 0.5 the usual mix.
-        smooth: Dice smoothing term.
-        threshold: probability above which `decodes` predicts foreground.
-    Like fastai's own losses it has `activation` (sigmoid) and `decodes` (probabilities -> (B, H, W) 0/1 mask),
-    which `get_preds(with_decoded=True)`, `predict` and `show_results` use.
-    """
-    def __init__(self, bce_weight=0.5, smooth=1.0, threshold=0.5):
-        super().__init__()
-        if not 0 <= bce_weight <= 1: raise ValueError(f"bce_weight={bce_weight}: expected a value in [0, 1]")
-        self.bce_weight, self.smooth, self.threshold = bce_weight, smooth, threshold
-
-    def forward(self, logits, target):
-        logits, target = _align(logits, target)
-        loss = 0.
-        if self.bce_weight > 0: loss = self.bce_weight * F.binary_cross_entropy_with_logits(logits, target)
-        if self.bce_weight < 1: loss = loss + (1 - self.bce_weight) * soft_dice_loss(logits, target, self.smooth)
-        return loss
-
-    def activation(self, x): return torch.sigmoid(x)
-
-    # fastai calls `decodes` on the output of `activation`, so `x` holds probabilities here.
-    def decodes(self, x): return (x > self.threshold).long().squeeze(1)
-
-    def extra_repr(self): return f'bce_weight={self.bce_weight}, smooth={self.smooth}, threshold={self.threshold}'
-
-
-SEG_LOSSES = {'bce': 1.0, 'dice': 0.0, 'bce_dice': 0.5}
-
-
-def seg_loss(name='bce_dice', **kwargs):
-    "A `BCEDiceLoss` by name: 'bce', 'dice' or 'bce_dice' (0.5 + 0.5); `kwargs` go to `BCEDiceLoss`."
-    if name not in SEG_LOSSES: raise ValueError(f"unknown loss {name!r}: expected one of {', '.join(SEG_LOSSES)}")
-    return BCEDiceLoss(bce_weight=SEG_LOSSES[name], **kwargs)

@@ -3,7 +3,7 @@
 Each script states its defaults as one `Recipe` block at its top; the profile only scales it (images per class,
 epochs, image size, batch); the command line overrides any field (`lab.cli`); the resolved recipe is saved in the
 run's `config.json` and checkpoint, and `--config <run>/config.json` reruns that run exactly. Stages hand each
-other recipes through `lab.runs.stage_choice`, never through printed strings or summary keys.
+other recipes through `lab.lookup.stage_choice`, never through printed strings or summary keys.
 
 The named recipes below are the lab's: `SPEC` (T2.5, every Task 2 comparison, so that they stay like for like),
 `FINAL` (the final model: each ingredient is measured one at a time by stage 4's recipe ablation), `CLASSIFIER_128`
@@ -13,15 +13,22 @@ import dataclasses, json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-__all__ = ['Recipe', 'PROFILES', 'scale_to_profile', 'SPEC', 'FINAL', 'CLASSIFIER_128', 'UNET', 'BACKBONE_UNET',
-           'ARCHS', 'OPTIMIZERS', 'SCHEDULES', 'LOSSES', 'AUGMENTS', 'MIXES', 'PRECISIONS', 'describe_model']
+from .machine import has_gpu
+
+__all__ = ['Recipe', 'PROFILES', 'scale_to_profile', 'pick_profile', 'SPEC', 'FINAL', 'CLASSIFIER_128', 'UNET',
+           'BACKBONE_UNET', 'ARCHS', 'OPTIMIZERS', 'SCHEDULES', 'LOSSES', 'AUGMENTS', 'MIXES', 'PRECISIONS',
+           'describe_model', 'describe_recipe']
 
 ARCHS = ('resnet', 'unet', 'backbone_unet')
-OPTIMIZERS = ('adam', 'adamw', 'sgd')
-SCHEDULES = ('constant', 'one_cycle')
-LOSSES = ('ce', 'bce', 'dice', 'bce_dice')
+# the choices of a field, each with the words the report describes it in
+OPTIMIZERS = {'adam': 'Adam', 'adamw': 'AdamW (decoupled weight decay)', 'sgd': 'SGD (momentum 0.9)'}
+SCHEDULES = {'constant': 'constant learning rate (`learn.fit`)',
+             'one_cycle': 'one-cycle schedule (`learn.fit_one_cycle`, the lr is its peak)'}
+LOSSES = {'ce': 'cross-entropy', 'bce': 'BCE with logits', 'dice': 'soft Dice',
+          'bce_dice': '0.5 BCE with logits + 0.5 soft Dice'}
 AUGMENTS = ('none', 'flip', 'light', 'padcrop', 'seg')
-MIXES = ('none', 'mixup', 'cutmix')
+MIXES = {'none': 'no sample mixing', 'mixup': 'MixUp (fastai callback: two images and their labels blended)',
+         'cutmix': 'CutMix (fastai callback: a patch of another image pasted in, labels mixed by its area)'}
 PRECISIONS = ('auto', 'bf16', 'fp32')
 
 
@@ -156,6 +163,23 @@ def scale_to_profile(recipe, profile):
     p, task = PROFILES[profile], recipe.task
     return replace(recipe, profile=profile, epochs=min(recipe.epochs, p['epochs']), size=recipe.size // p['size_div'],
                    max_items=p[f'max_items_{task}'], bs=min(recipe.bs, p[f'bs_{task}']))
+
+
+def pick_profile(quick=False, full=False):
+    "'quick' or 'full'. Without a flag: full on a GPU, quick on a CPU (said)."
+    if quick and full: raise ValueError("--quick and --full contradict each other: give one")
+    if quick: return 'quick'
+    if full or has_gpu(): return 'full'
+    print("NOTICE: no GPU found, so the quick profile runs (few images, few epochs, quarter-size images); "
+          "pass --full to run the full spec on this CPU anyway.")
+    return 'quick'
+
+
+def describe_recipe(recipe):
+    "Every field of `recipe` that is set, as 'name=value' words (the model as `describe_model` gives it)."
+    values = {f.name: getattr(recipe, f.name) for f in fields(recipe)}
+    values['model'] = describe_model(recipe).replace(' ', ', ')
+    return ' '.join(f"{k}={v}" for k, v in values.items() if v not in (None, '', {}))
 
 
 def describe_model(recipe):

@@ -35,7 +35,7 @@ numbers only show that the paths run. Full mode (the default on a GPU): full dat
 2 timed epochs. Numbers compare only within one run of this script (one machine, one moment): other runs, machines or
 loads give other numbers.
 """
-import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pathlib import Path
 import contextlib, os, tempfile, time
 from dataclasses import replace
 
@@ -50,18 +50,22 @@ from fastai.metrics import accuracy
 from fastai.torch_core import find_bs
 from fastai.vision.all import imagenet_stats
 
-from data.device import item_cache
+from lab.device_data import item_cache
 from data.locate import find_tiny_imagenet
 from data.tiny_imagenet import read_wnids
-from lab.cli import script_main
+from lab.cli import script
 from lab.data import build_data, resolve_data
-from lab.metrics import seg_loss
-from lab.profile import default_device, loader_workers, pick_profile, use_bf16
+from lab.losses import seg_loss
+from lab.machine import default_device, loader_workers, use_bf16
+from lab.recipe import pick_profile
 from lab.recipe import SPEC, UNET, scale_to_profile
-from lab.report import markdown_table, write_table
-from lab.runs import environment_info, stage_dir, write_json
-from lab.train import (TORCH_OPTIMIZERS, Checkpoints, EpochLog, MetricsCSV, build_model, fit_recipe, make_learner,
-                       seed_everything, setup_torch)
+from lab.tables import markdown_table, write_table
+from lab.machine import environment_info
+from lab.results import stage_dir
+from lab.io import write_json
+from lab.learner import TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, seed_everything, setup_torch
+from lab.checkpoint import Checkpoints
+from lab.train import EpochLog, MetricsCSV
 
 WORKLOADS = {'resnet': ('ResNet', SPEC), 'unet': ('U-Net', UNET)}
 WARMUP_EPOCHS = 1
@@ -274,7 +278,7 @@ def _device_name(device):
     return f"cpu ({n} thread{'s' if n > 1 else ''})"
 
 
-def add_flags(p):
+def flags(p):
     p.add_argument('--out', default='results', help='results folder (writes <out>/benchmark/<timestamp>/)')
     p.add_argument('--quick', action='store_true', help='quick profile: few small images, 1 timed epoch (default on a CPU)')
     p.add_argument('--full', action='store_true', help='full data and batches (default on a GPU), 2 timed epochs')
@@ -312,7 +316,5 @@ def run(args):
     return df
 
 
-main = script_main(run, __doc__, 'benchmark.py', add_flags)
-
-if __name__ == '__main__':
-    main()
+main = script(run, flags)
+if __name__ == '__main__': main()

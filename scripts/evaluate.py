@@ -13,10 +13,10 @@ frames and on the real Kaggle frame(s) when a known place has them, with predict
 evaluation.json and metrics.md. Output: --out (default <RUN_DIR>/evaluation/<timestamp>/, never overwritten).
 When the data folder moved, --data names its new place.
 """
-import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pathlib import Path
 import argparse
 
-from lab.cli import script_main
+from lab.cli import script
 
 
 def flags(p):
@@ -38,8 +38,9 @@ def _say(out, folder):
 
 
 def body(args):
-    from lab.evaluate import check_run_dir, evaluate_saved_run
-    from lab.runs import stage_dir
+    from lab.predict import check_run_dir
+    from lab.evaluate import evaluate_saved_run
+    from lab.results import stage_dir
     run = check_run_dir(args.run_dir, 'model.pth')  # before any folder is made
     if args.out:
         out = evaluate_saved_run(run, args.out, data=args.data, figures=args.figures)
@@ -51,5 +52,5 @@ def body(args):
     return out
 
 
-main = script_main(body, __doc__, 'evaluate.py', flags)
+main = script(body, flags)
 if __name__ == '__main__': main()

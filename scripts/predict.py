@@ -12,9 +12,9 @@ and predictions.csv (file, width, height, rock share). Images are squished to th
 FILES are images or folders (every image directly in them; '.'-files such as '._x.JPEG' and .DS_Store skipped).
 Output: --out (default <RUN_DIR>/predictions/).
 """
-import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pathlib import Path
 
-from lab.cli import script_main
+from lab.cli import script
 
 
 def flags(p):
@@ -36,8 +36,7 @@ def _unique(stem, used):
 
 def body(args):
     import pandas as pd
-    from lab.evaluate import (check_image, check_run_dir, image_files, load_exported, overlay_mask, predict_classes,
-                              predict_masks, run_task)
+    from lab.predict import check_image, check_run_dir, image_files, load_exported, overlay_mask, predict_classes, predict_masks, run_task
     run = check_run_dir(args.run_dir, 'export.pkl')
     task = run_task(run)
     if args.task and args.task != task:
@@ -71,5 +70,5 @@ def body(args):
     return rows
 
 
-main = script_main(body, __doc__, 'predict.py', flags)
+main = script(body, flags)
 if __name__ == '__main__': main()

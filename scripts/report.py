@@ -7,26 +7,26 @@ names its results folder, data (folder and source), profile and seeds, describes
 and gives its table, figures and the conclusion its stage computed; sections on other data, profiles or seeds are
 flagged, and stages not run yet say so. Writes <out>/report/<timestamp>/ (REPORT.md, REPORT.html, experiments.md/csv)
 and copies REPORT.md and REPORT.html to <out>/. REPORT.html embeds its figures, so it opens offline, anywhere.
-The report trains nothing (see lab/reporting.py).
+The report trains nothing (see lab/report/).
 """
-import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcore.script import call_parse
-
-from lab.cli import one_line_errors
+from lab.cli import script
+from lab.report import write_report
 
 
-@call_parse
-def main(out: str = 'results',  # results folder to read, and to write the report into
-         data: str = None,  # unused: the report reads the data folders its runs recorded
-         quick: bool = False,  # unused: the report trains nothing
-         debug: bool = False):  # show the full traceback on errors
+def flags(p):
+    p.add_argument('--out', default='results', help='results folder to read, and to write the report into')
+
+
+def run(args):
     "Write REPORT.md and REPORT.html of the newest finished run of every stage under --out."
-    with one_line_errors(debug):
-        from lab.reporting import write_report
-        written = write_report(out)
-        found = written['found']
-        missing = [f.spec.stage for f in found if not f.ran]
-        print(f"report: {written['top_md']} and {written['top_html']} (also in {written['folder']}); "
-              f"{len(found) - len(missing)} of {len(found)} sections run"
-              + (f"; not run yet: {', '.join(missing)}" if missing else ''))
-        return written
+    written = write_report(args.out)
+    found = written['found']
+    missing = [f.spec.stage for f in found if not f.ran]
+    print(f"report: {written['top_md']} and {written['top_html']} (also in {written['folder']}); "
+          f"{len(found) - len(missing)} of {len(found)} sections run"
+          + (f"; not run yet: {', '.join(missing)}" if missing else ''))
+    return written
+
+
+main = script(run, flags)
+if __name__ == '__main__': main()

@@ -8,14 +8,15 @@ as if called on its own with the flags given here: the recipe flags go to every 
 failing script; `--resume` continues every stage where it stopped (finished stages and runs are kept, not redone).
 Times go to results/run_all/<timestamp>/times.json.
 """
-import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import argparse, time
+import importlib, sys, time
 
-from lab.cli import _Parser, load_script, one_line_errors, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags
-from lab.profile import pick_profile
-from lab.runs import stage_dir, write_json
+from lab.cli import parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags, script
+from lab.io import write_json
+from lab.recipe import pick_profile
+from lab.results import stage_dir
 
-# script, the data it takes (Tiny ImageNet / moon), whether it trains (takes the recipe and runtime flags)
+# script, the data it takes (Tiny ImageNet / moon), whether it trains (takes the recipe and runtime flags); the probes
+# take --out, --data and --quick, the report --out alone
 SCRIPTS = [('task1_variance', 'tiny', False), ('task1_gradients', 'tiny', False),
            ('stage2_baseline', 'tiny', True), ('stage3_1_channels', 'tiny', True), ('stage3_2_blocks', 'tiny', True),
            ('stage3_3_activations', 'tiny', True), ('stage4_final', 'tiny', True),
@@ -23,56 +24,50 @@ SCRIPTS = [('task1_variance', 'tiny', False), ('task1_gradients', 'tiny', False)
            ('report', None, False)]
 
 
-def parser():
-    p = _Parser(prog='run_all.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def flags(p):
     runtime_flags(p)
     recipe_flags(p)
-    g = p.add_argument_group('run_all')
-    g.add_argument('--moon', default=None, help='moon data folder (default: known places, else a generated offline set)')
-    g.add_argument('--only', default=None, help=f"comma-separated scripts to run (default: all): {', '.join(s for s, *_ in SCRIPTS)}")
-    return p
+    p.add_argument('--moon', default=None, help='moon data folder (default: known places, else a generated offline set)')
+    p.add_argument('--only', default=None,
+                   help=f"comma-separated scripts to run (default: all): {', '.join(s for s, *_ in SCRIPTS)}")
 
 
 def argv_for(name, data_kind, trains, args, profile):
     "The command line `name` gets: its data, the profile, and for training scripts the recipe and runtime flags."
     data = getattr(args, 'data', None) if data_kind == 'tiny' else args.moon
-    if not trains:
-        kwargs = dict(out=args.out, quick=profile == 'quick')
-        if data_kind and data: kwargs['data'] = data
-        return kwargs
-    argv = ['--out', args.out, f'--{profile}', '--jobs', str(args.jobs)] + (['--data', data] if data else [])
+    argv = ['--out', args.out] + (['--data', data] if data_kind and data else [])
+    if not trains: return argv + (['--quick'] if data_kind and profile == 'quick' else [])
+    argv += [f'--{profile}', '--jobs', str(args.jobs)]
     argv += ['--seeds', args.seeds] if args.seeds else []
     argv += ['--resume'] if args.resume else []
     argv += ['--tiny', args.data] if name == 'task3_unet_backbone' and getattr(args, 'data', None) else []
     return argv + recipe_argv(args, skip=('data',))
 
 
-def main(argv=None):
-    args = parser().parse_args(argv)
-    with one_line_errors(args.debug):
-        profile = pick_profile(args.quick, args.full)
-        if args.seeds: parse_seeds(args.seeds)
-        parse_jobs(args.jobs)
-        names = [s for s, *_ in SCRIPTS]
-        unknown = sorted(set(args.only.split(',')) - set(names)) if args.only else []
-        if unknown: raise ValueError(f"--only {args.only!r}: unknown scripts {unknown}; expected some of {names}")
-        times, start = {}, time.perf_counter()
-        for name, data_kind, trains in SCRIPTS:
-            if args.only and name not in args.only.split(','): continue
-            script_argv = argv_for(name, data_kind, trains, args, profile)
-            print(f"\n=== {name}: {script_argv}", flush=True)
-            t0 = time.perf_counter()
-            module = load_script(name)
-            try: module.main(script_argv) if trains else module.main(**script_argv)
-            except SystemExit as e:
-                if e.code not in (None, 0):
-                    raise RuntimeError(f"{name} failed (exit {e.code}); later scripts were not run; rerun with "
-                                       f"--resume to continue where it stopped") from None
-            times[name] = round(time.perf_counter() - t0, 1)
-        total = round(time.perf_counter() - start, 1)
-        with stage_dir(args.out, 'run_all') as folder:
-            write_json(folder / 'times.json', dict(profile=profile, seconds=times, total=total, argv=argv or sys.argv[1:]))
-        print(f"\nall done in {total:.0f} s: " + ', '.join(f'{k} {v:.0f}s' for k, v in times.items()))
+def run(args):
+    profile = pick_profile(args.quick, args.full)
+    if args.seeds: parse_seeds(args.seeds)
+    parse_jobs(args.jobs)
+    names = [s for s, *_ in SCRIPTS]
+    unknown = sorted(set(args.only.split(',')) - set(names)) if args.only else []
+    if unknown: raise ValueError(f"--only {args.only!r}: unknown scripts {unknown}; expected some of {names}")
+    times, start = {}, time.perf_counter()
+    for name, data_kind, trains in SCRIPTS:
+        if args.only and name not in args.only.split(','): continue
+        script_argv = argv_for(name, data_kind, trains, args, profile)
+        print(f"\n=== {name}: {script_argv}", flush=True)
+        t0 = time.perf_counter()
+        try: importlib.import_module(f'scripts.{name}').main(script_argv)
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                raise RuntimeError(f"{name} failed (exit {e.code}); later scripts were not run; rerun with "
+                                   f"--resume to continue where it stopped") from None
+        times[name] = round(time.perf_counter() - t0, 1)
+    total = round(time.perf_counter() - start, 1)
+    with stage_dir(args.out, 'run_all') as folder:
+        write_json(folder / 'times.json', dict(profile=profile, seconds=times, total=total, argv=sys.argv[1:]))
+    print(f"\nall done in {total:.0f} s: " + ', '.join(f'{k} {v:.0f}s' for k, v in times.items()))
 
 
+main = script(run, flags)
 if __name__ == '__main__': main()

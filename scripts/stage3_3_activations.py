@@ -8,12 +8,11 @@ device (`lab.callbacks`); statistics_per_layer.png and gradients_over_training.p
 side, and the table adds their summary (dead share, last-layer activation std, first/last gradient-norm ratio), so
 the verdict comes with the reason behind it.
 """
-import sys; from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.cli import training_script
+from lab.cli import script
 from lab.recipe import SPEC
-from lab.runs import stage_choice
-from lab.stages import activation_variants, run_resnet_stage
+from lab.lookup import stage_choice
+from lab.comparisons import ACTIVATIONS, activation_variants, run_resnet_stage
 
 RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.2
 
@@ -21,13 +20,12 @@ RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.2
 def run(recipe, opts):
     "Train the four activations on the configuration chosen by stage 3.2, with statistics."
     base, reason = stage_choice(opts, 'stage3_2_blocks', recipe)
-    variants = activation_variants(base)
-    summary = run_resnet_stage(opts, 'stage3_3_activations', variants, base, 'Stage 3.3: activations',
+    summary = run_resnet_stage(opts, 'stage3_3_activations', base, activation_variants, 'Stage 3.3: activations',
                                chosen_from=reason, stats=True)
     for r in summary.get('rows', []):
-        print(f"{r['name']} {variants[r['name']].model['act']}: valid {r['valid_acc']:.1%}, share <= 0 "
+        print(f"{r['name']} {ACTIVATIONS[r['name']]}: valid {r['valid_acc']:.1%}, share <= 0 "
               f"{r['dead_share']:.2f}, first/last gradient norm {r['grad_first_over_last']:.3g}")
 
 
-main = training_script(run, RECIPE)
+main = script(run, recipe=RECIPE)
 if __name__ == '__main__': main()

@@ -6,21 +6,19 @@ gradient, and mean |grad| per weight; exit status 1 if it fails for any seed), t
 that explain it, and how the picture changes with the initialisation and the depth.
 Writes `<out>/task1/gradients/<timestamp>/`.
 """
-import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import math
 import numpy as np
 import pandas as pd
 import torch
-from fastcore.script import call_parse
 
 from arch.probes import DeepConvReLU, probe_images
 from lab.callbacks import backward_probe, plot_layer_norms, plot_layer_profiles
-from lab.report import write_table
-from lab.cli import one_line_errors, parse_seeds
-from lab.runs import environment_info, stage_dir, write_json
+from lab.tables import write_table
+from lab.cli import parse_seeds, probe_flags, script
+from lab.machine import environment_info
+from lab.results import stage_dir
+from lab.io import write_json
 
 
 def probe(depth, seeds, batch, init='default', gain=1.0, images=None):
@@ -114,52 +112,57 @@ def explain(table, layers, seeds, batch, depth, depths, image_source):
     return '\n'.join(text) + '\n'
 
 
-@call_parse
-def main(data: str = None,      # Tiny ImageNet root: also check one batch of real images (default: known places, if any)
-         out: str = 'results',  # results root; this stage writes <out>/task1/gradients/<timestamp>/
-         quick: bool = False,   # smaller batch and fewer depths (a fast CPU check)
-         seeds: str = '5',      # seeds: a count (5 means 0..4) or a list like 0,7
-         depth: int = 8,        # Conv2d layers of the checked net (each followed by a ReLU; at least 6)
-         batch: int = 16,       # random inputs per backward pass
-         debug: bool = False):  # show the full traceback on errors
-    "Check that the first layer's gradient is smaller than the last layer's, and show why, for several seeds."
-    with one_line_errors(debug):
-        if depth < 6: raise SystemExit(f"--depth {depth}: T1.3 asks for at least 6 Conv2d/ReLU layers")
-        seeds, batch = parse_seeds(seeds), min(batch, 8) if quick else batch
-        main_runs = probe(depth, seeds, batch)
-        inits = {'default (PyTorch)': ('default', 1.0), 'Kaiming x0.7': ('kaiming', 0.7), 'Kaiming': ('kaiming', 1.0),
-                 'Kaiming x1.4': ('kaiming', 1.4)}
-        init_runs = {k: main_runs if v == ('default', 1.0) else probe(depth, seeds, batch, *v) for k, v in inits.items()}
-        depths = sorted({6, depth, 12} | (set() if quick else {16}))
-        depth_runs = {d: main_runs if d == depth else probe(d, seeds, batch) for d in depths}
-        table = [first_vs_last(r, variant=k, init=inits[k][0], gain=inits[k][1], depth=depth) for k, r in init_runs.items()]
-        table += [first_vs_last(depth_runs[d], variant=f'depth {d}', init='default', gain=1.0, depth=d) for d in depths if d != depth]
-        images, image_source = probe_images(data, batch, DeepConvReLU(depth).input_size)
-        if images is not None:
-            table.append(first_vs_last(probe(depth, seeds, batch, images=images), variant='default, real images',
-                                       init='default', gain=1.0, depth=depth))
-        main_row = table[0]
-        layers = pd.DataFrame({c: per_layer(main_runs, c) for c in ('grad_norm', 'grad_mean_abs', 'weight_norm', 'input_rms', 'out_grad_rms')})
-        layers.insert(0, 'layer', main_runs[0][0].names)
-        ok = main_row['seeds_holding'] == len(seeds)
+def flags(p):
+    probe_flags(p, 'task1/gradients', seeds='5', quick='smaller batch and fewer depths',
+                data='Tiny ImageNet root: also check one batch of real images (default: known places, if any)')
+    p.add_argument('--depth', type=int, default=8,
+                   help='Conv2d layers of the checked net (each followed by a ReLU; at least 6)')
+    p.add_argument('--batch', type=int, default=16, help='random inputs per backward pass')
 
-        explanation = explain(table, layers, seeds, batch, depth, depths, image_source)
-        with stage_dir(out, 'task1/gradients') as folder:
-            plot_layer_norms(main_runs[0][0], folder / 'grad_per_layer.png', title=f'one backward, depth {depth}, seed {seeds[0]}')
-            plot_layer_profiles({'forward and backward signal (mean over seeds)': {
-                'input RMS (forward)': layers.input_rms, 'output-gradient RMS (backward)': layers.out_grad_rms,
-                'mean |weight grad|': layers.grad_mean_abs}}, folder / 'signal_per_layer.png', names=list(layers.layer))
-            rel = lambda runs: per_layer(runs, 'grad_mean_abs') / per_layer(runs, 'grad_mean_abs')[-1]
-            plot_layer_profiles({f'init (depth {depth}): mean |grad| / last layer': {k: rel(v) for k, v in init_runs.items()},
-                                 'depth (default init): mean |grad| / last layer': {f'depth {d}': rel(v) for d, v in depth_runs.items()}},
-                                folder / 'init_and_depth.png')
-            write_table(table, folder, title='First vs last layer weight gradient (mean over seeds)')
-            layers.to_csv(folder / 'layers.csv', index=False)
-            (folder / 'explanation.md').write_text(explanation)
-            write_json(folder / 'summary.json', dict(passed=ok, norm='L2 norm of the weight gradient (and mean |grad|)',
-                                                     best=None, checked=main_row, variants=table, images=image_source,
-                                                     profile='quick' if quick else 'full', seeds=seeds))
-            write_json(folder / 'config.json', dict(data=data, out=out, quick=quick, seeds=seeds, depth=depth, batch=batch,
-                                                    images=image_source, environment=environment_info()))
-        print(explanation)
-        if not ok: raise SystemExit(1)
+
+def run(args):
+    "Check that the first layer's gradient is smaller than the last layer's, and show why, for several seeds."
+    data, out, quick, seeds, depth, batch = (args.data, args.out, args.quick, args.seeds, args.depth, args.batch)
+    if depth < 6: raise SystemExit(f"--depth {depth}: T1.3 asks for at least 6 Conv2d/ReLU layers")
+    seeds, batch = parse_seeds(seeds), min(batch, 8) if quick else batch
+    main_runs = probe(depth, seeds, batch)
+    inits = {'default (PyTorch)': ('default', 1.0), 'Kaiming x0.7': ('kaiming', 0.7), 'Kaiming': ('kaiming', 1.0),
+             'Kaiming x1.4': ('kaiming', 1.4)}
+    init_runs = {k: main_runs if v == ('default', 1.0) else probe(depth, seeds, batch, *v) for k, v in inits.items()}
+    depths = sorted({6, depth, 12} | (set() if quick else {16}))
+    depth_runs = {d: main_runs if d == depth else probe(d, seeds, batch) for d in depths}
+    table = [first_vs_last(r, variant=k, init=inits[k][0], gain=inits[k][1], depth=depth) for k, r in init_runs.items()]
+    table += [first_vs_last(depth_runs[d], variant=f'depth {d}', init='default', gain=1.0, depth=d) for d in depths if d != depth]
+    images, image_source = probe_images(data, batch, DeepConvReLU(depth).input_size)
+    if images is not None:
+        table.append(first_vs_last(probe(depth, seeds, batch, images=images), variant='default, real images',
+                                   init='default', gain=1.0, depth=depth))
+    main_row = table[0]
+    layers = pd.DataFrame({c: per_layer(main_runs, c) for c in ('grad_norm', 'grad_mean_abs', 'weight_norm', 'input_rms', 'out_grad_rms')})
+    layers.insert(0, 'layer', main_runs[0][0].names)
+    ok = main_row['seeds_holding'] == len(seeds)
+
+    explanation = explain(table, layers, seeds, batch, depth, depths, image_source)
+    with stage_dir(out, 'task1/gradients') as folder:
+        plot_layer_norms(main_runs[0][0], folder / 'grad_per_layer.png', title=f'one backward, depth {depth}, seed {seeds[0]}')
+        plot_layer_profiles({'forward and backward signal (mean over seeds)': {
+            'input RMS (forward)': layers.input_rms, 'output-gradient RMS (backward)': layers.out_grad_rms,
+            'mean |weight grad|': layers.grad_mean_abs}}, folder / 'signal_per_layer.png', names=list(layers.layer))
+        rel = lambda runs: per_layer(runs, 'grad_mean_abs') / per_layer(runs, 'grad_mean_abs')[-1]
+        plot_layer_profiles({f'init (depth {depth}): mean |grad| / last layer': {k: rel(v) for k, v in init_runs.items()},
+                             'depth (default init): mean |grad| / last layer': {f'depth {d}': rel(v) for d, v in depth_runs.items()}},
+                            folder / 'init_and_depth.png')
+        write_table(table, folder, title='First vs last layer weight gradient (mean over seeds)')
+        layers.to_csv(folder / 'layers.csv', index=False)
+        (folder / 'explanation.md').write_text(explanation)
+        write_json(folder / 'summary.json', dict(passed=ok, norm='L2 norm of the weight gradient (and mean |grad|)',
+                                                 best=None, checked=main_row, variants=table, images=image_source,
+                                                 profile='quick' if quick else 'full', seeds=seeds))
+        write_json(folder / 'config.json', dict(data=data, out=out, quick=quick, seeds=seeds, depth=depth, batch=batch,
+                                                images=image_source, environment=environment_info()))
+    print(explanation)
+    if not ok: raise SystemExit(1)
+
+
+main = script(run, flags)
+if __name__ == '__main__': main()

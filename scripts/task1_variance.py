@@ -5,9 +5,6 @@ found) through both nets for each seed, and compares the activations after globa
 overlaid histograms, a statistics table and an explanation whose numbers come from this run.
 Writes `<out>/task1/variance/<timestamp>/`.
 """
-import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import math
 import matplotlib
@@ -15,13 +12,14 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from fastcore.script import call_parse
 
 from arch.probes import VarianceProbeNet, activation_profile, ks_distance, probe_images, weight_variances
 from lab.callbacks import plot_layer_profiles
-from lab.report import write_table
-from lab.cli import one_line_errors, parse_seeds
-from lab.runs import environment_info, stage_dir, write_json
+from lab.tables import write_table
+from lab.cli import parse_seeds, probe_flags, script
+from lab.machine import environment_info
+from lab.results import stage_dir
+from lab.io import write_json
 
 
 def gap_histograms(gaps, path):
@@ -68,71 +66,76 @@ def explain(findings, ratio, seeds, worst):
     return '\n'.join(lines)
 
 
-@call_parse
-def main(data: str = None,      # Tiny ImageNet root for real images (default: known places; none found: random inputs only)
-         out: str = 'results',  # results root; this stage writes <out>/task1/variance/<timestamp>/
-         quick: bool = False,   # fewer inputs (a fast CPU check)
-         seeds: str = '3',      # weight seeds: a count (3 means 0,1,2) or a list like 0,5
-         ratio: float = 2.0,    # layer-3 weight variance over that of layers 2 and 4 (not 1: that is the control)
-         size: int = 64,        # input side in pixels (64 = Tiny ImageNet)
-         debug: bool = False):  # show the full traceback on errors
+def flags(p):
+    probe_flags(p, 'task1/variance', seeds='3', quick='fewer inputs',
+                data='Tiny ImageNet root for real images (default: known places; none found: random inputs only)')
+    p.add_argument('--ratio', type=float, default=2.0,
+                   help='layer-3 weight variance over that of layers 2 and 4 (not 1: that is the control)')
+    p.add_argument('--size', type=int, default=64, help='input side in pixels (64 = Tiny ImageNet)')
+
+
+def run(args):
     "Compare the GAP activations of the doubled-variance net and its control over several seeds."
-    with one_line_errors(debug):
-        if ratio == 1: raise SystemExit("--ratio 1 is the control net itself: give another ratio")
-        seeds, n = parse_seeds(seeds), 256 if quick else 1024
-        inputs = {'random N(0,1)': torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1234))}
-        images, image_source = probe_images(data, n // 2, size)
-        if images is not None: inputs['images'] = images
-        print(f"inputs: {n} random; images: {image_source}")
-        nets = {'control (1x)': 1.0, f'layer3 x{ratio:g}': ratio}
-        var_checks, gaps, rows = [], {s: {k: [] for k in nets} for s in inputs}, []
-        for seed in seeds:
-            for net_name, r in nets.items():
-                model = VarianceProbeNet(layer3_ratio=r, seed=seed)
-                v = list(weight_variances(model).values())
-                var_checks.append(dict(net=net_name, seed=seed, **{f'var_conv{i + 1}': x for i, x in enumerate(v)},
-                                       ratio_3_2=v[2] / v[1], ratio_3_4=v[2] / v[3],
-                                       rel_error=max(abs(v[2] / v[1] / r - 1), abs(v[2] / v[3] / r - 1))))
-                print(f"seed {seed} {net_name}: weight variance conv3/conv2 = {v[2] / v[1]:.7f}, conv3/conv4 = {v[2] / v[3]:.7f}")
-                for source, x in inputs.items():
-                    layer_std, pooled = activation_profile(model, x)
-                    gaps[source][net_name].append(pooled.numpy().ravel())
-                    rows.append(dict(net=net_name, input=source, seed=seed, **{f'std_layer{i + 1}': s for i, s in enumerate(layer_std)}))
-        worst = max(c['rel_error'] for c in var_checks)
-        if worst > 1e-5: raise SystemExit(f"weight-variance ratios are off by up to {worst:.2e} (relative)")
+    data, out, quick, seeds, ratio, size = (args.data, args.out, args.quick, args.seeds, args.ratio, args.size)
+    if ratio == 1: raise SystemExit("--ratio 1 is the control net itself: give another ratio")
+    seeds, n = parse_seeds(seeds), 256 if quick else 1024
+    inputs = {'random N(0,1)': torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1234))}
+    images, image_source = probe_images(data, n // 2, size)
+    if images is not None: inputs['images'] = images
+    print(f"inputs: {n} random; images: {image_source}")
+    nets = {'control (1x)': 1.0, f'layer3 x{ratio:g}': ratio}
+    var_checks, gaps, rows = [], {s: {k: [] for k in nets} for s in inputs}, []
+    for seed in seeds:
+        for net_name, r in nets.items():
+            model = VarianceProbeNet(layer3_ratio=r, seed=seed)
+            v = list(weight_variances(model).values())
+            var_checks.append(dict(net=net_name, seed=seed, **{f'var_conv{i + 1}': x for i, x in enumerate(v)},
+                                   ratio_3_2=v[2] / v[1], ratio_3_4=v[2] / v[3],
+                                   rel_error=max(abs(v[2] / v[1] / r - 1), abs(v[2] / v[3] / r - 1))))
+            print(f"seed {seed} {net_name}: weight variance conv3/conv2 = {v[2] / v[1]:.7f}, conv3/conv4 = {v[2] / v[3]:.7f}")
+            for source, x in inputs.items():
+                layer_std, pooled = activation_profile(model, x)
+                gaps[source][net_name].append(pooled.numpy().ravel())
+                rows.append(dict(net=net_name, input=source, seed=seed, **{f'std_layer{i + 1}': s for i, s in enumerate(layer_std)}))
+    worst = max(c['rel_error'] for c in var_checks)
+    if worst > 1e-5: raise SystemExit(f"weight-variance ratios are off by up to {worst:.2e} (relative)")
 
-        table = []
-        for source in inputs:
-            for net_name in nets:
-                per_seed = [r for r in rows if r['input'] == source and r['net'] == net_name]
-                v = np.concatenate(gaps[source][net_name])
-                q = np.quantile(v, [.05, .25, .5, .75, .95])
-                table.append(dict(input=source, net=net_name, n_values=v.size, mean=v.mean(), std=v.std(),
-                                  q05=q[0], q25=q[1], median=q[2], q75=q[3], q95=q[4], max=v.max(),
-                                  gap_std_seed_cv=np.std([g.std() for g in gaps[source][net_name]]) / v.std(),
-                                  **{f'std_layer{i}': np.mean([r[f'std_layer{i}'] for r in per_seed]) for i in range(1, 6)}))
-        ctrl, test = nets
-        findings = {}
-        for source in inputs:
-            a, b = (np.concatenate(gaps[source][k]) for k in (ctrl, test))
-            t = {r['net']: r for r in table if r['input'] == source}
-            findings[source] = dict(std_ratio=b.std() / a.std(), mean_ratio=b.mean() / a.mean(),
-                                    layer_std_ratios=[t[test][f'std_layer{i}'] / t[ctrl][f'std_layer{i}'] for i in range(1, 6)],
-                                    ks_raw=ks_distance(a, b), ks_shape=ks_distance(a / a.std(), b / b.std()),
-                                    seed_cv=t[ctrl]['gap_std_seed_cv'])
-        explanation = explain(findings, ratio, seeds, worst)
+    table = []
+    for source in inputs:
+        for net_name in nets:
+            per_seed = [r for r in rows if r['input'] == source and r['net'] == net_name]
+            v = np.concatenate(gaps[source][net_name])
+            q = np.quantile(v, [.05, .25, .5, .75, .95])
+            table.append(dict(input=source, net=net_name, n_values=v.size, mean=v.mean(), std=v.std(),
+                              q05=q[0], q25=q[1], median=q[2], q75=q[3], q95=q[4], max=v.max(),
+                              gap_std_seed_cv=np.std([g.std() for g in gaps[source][net_name]]) / v.std(),
+                              **{f'std_layer{i}': np.mean([r[f'std_layer{i}'] for r in per_seed]) for i in range(1, 6)}))
+    ctrl, test = nets
+    findings = {}
+    for source in inputs:
+        a, b = (np.concatenate(gaps[source][k]) for k in (ctrl, test))
+        t = {r['net']: r for r in table if r['input'] == source}
+        findings[source] = dict(std_ratio=b.std() / a.std(), mean_ratio=b.mean() / a.mean(),
+                                layer_std_ratios=[t[test][f'std_layer{i}'] / t[ctrl][f'std_layer{i}'] for i in range(1, 6)],
+                                ks_raw=ks_distance(a, b), ks_shape=ks_distance(a / a.std(), b / b.std()),
+                                seed_cv=t[ctrl]['gap_std_seed_cv'])
+    explanation = explain(findings, ratio, seeds, worst)
 
-        with stage_dir(out, 'task1/variance') as folder:
-            gap_histograms({s: {k: np.concatenate(v) for k, v in g.items()} for s, g in gaps.items()}, folder / 'gap_histogram.png')
-            plot_layer_profiles({f'activation std per layer ({s})': {r['net']: [r[f'std_layer{i}'] for i in range(1, 6)]
-                                                                     for r in table if r['input'] == s} for s in inputs},
-                                folder / 'layer_std.png', names=[f'conv{i}' for i in range(1, 6)])
-            write_table(table, folder, title='GAP activations: statistics (pooled over seeds) and per-layer activation std')
-            write_table(var_checks, folder, name='weight_variances', title='Measured weight variances per layer')
-            (folder / 'explanation.md').write_text(explanation)
-            write_json(folder / 'summary.json', dict(findings=findings, max_ratio_error=worst, expected_std_ratio=math.sqrt(ratio),
-                                                     images=image_source, best=None, profile='quick' if quick else 'full',
-                                                     seeds=seeds))
-            write_json(folder / 'config.json', dict(data=data, out=out, quick=quick, seeds=seeds, ratio=ratio, size=size,
-                                                    n_random=n, images=image_source, environment=environment_info()))
-        print(explanation)
+    with stage_dir(out, 'task1/variance') as folder:
+        gap_histograms({s: {k: np.concatenate(v) for k, v in g.items()} for s, g in gaps.items()}, folder / 'gap_histogram.png')
+        plot_layer_profiles({f'activation std per layer ({s})': {r['net']: [r[f'std_layer{i}'] for i in range(1, 6)]
+                                                                 for r in table if r['input'] == s} for s in inputs},
+                            folder / 'layer_std.png', names=[f'conv{i}' for i in range(1, 6)])
+        write_table(table, folder, title='GAP activations: statistics (pooled over seeds) and per-layer activation std')
+        write_table(var_checks, folder, name='weight_variances', title='Measured weight variances per layer')
+        (folder / 'explanation.md').write_text(explanation)
+        write_json(folder / 'summary.json', dict(findings=findings, max_ratio_error=worst, expected_std_ratio=math.sqrt(ratio),
+                                                 images=image_source, best=None, profile='quick' if quick else 'full',
+                                                 seeds=seeds))
+        write_json(folder / 'config.json', dict(data=data, out=out, quick=quick, seeds=seeds, ratio=ratio, size=size,
+                                                n_random=n, images=image_source, environment=environment_info()))
+    print(explanation)
+
+
+main = script(run, flags)
+if __name__ == '__main__': main()

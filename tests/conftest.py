@@ -1,7 +1,7 @@
 """Shared fixtures: the real data subsets in ../shared/data (skipped when absent), small synthetic datasets, and a
 tiny results tree of every stage, trained once per session.
 
-The tests run torch on one thread (lab.profile.cpu_threads reads OMP_NUM_THREADS): the models here are tiny, and on a
+The tests run torch on one thread (lab.machine.cpu_threads reads OMP_NUM_THREADS): the models here are tiny, and on a
 2-core machine shared with anything else two spinning threads run them up to 10x slower."""
 import os
 os.environ.setdefault('OMP_NUM_THREADS', '1')
@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from data.synthetic import make_moon_like, make_tiny_imagenet_like
-from lab.cli import load_script
+from scripts import (stage2_baseline, stage4_final, task1_gradients, task1_variance, task3_classifier128,
+                     task3_unet)
 
 torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
@@ -74,11 +75,11 @@ def results(tmp_path_factory):
     moon = make_moon_like(root / 'moon', n=12, width=48, height=32)
     out = root / 'out'
     small = ['--data', str(tiny), '--out', str(out), '--quick', '--epochs', '1', '--size', '16', '--classes', '3', '--bs', '8']
-    load_script('task1_variance').main(out=str(out), quick=True, seeds='1', size=32, data=str(tiny))
-    load_script('task1_gradients').main(out=str(out), quick=True, seeds='1', batch=4, data=str(tiny))
-    load_script('stage2_baseline').main([*small, '--channels', '4,8,16', '--blocks', '1,1,1'])
-    load_script('stage4_final').main([*small, '--channels', '4,8,16', '--blocks', '1,1,1', '--no-ablation'])
-    load_script('task3_classifier128').main([*small, '--channels', '4,8,16,32', '--blocks', '1,1,1,1', '--no-tta'])
-    load_script('task3_unet').main(['--data', str(moon), '--out', str(out), '--quick', '--epochs', '1', '--size', '32',
+    task1_variance.main(['--out', str(out), '--quick', '--seeds', '1', '--size', '32', '--data', str(tiny)])
+    task1_gradients.main(['--out', str(out), '--quick', '--seeds', '1', '--batch', '4', '--data', str(tiny)])
+    stage2_baseline.main([*small, '--channels', '4,8,16', '--blocks', '1,1,1'])
+    stage4_final.main([*small, '--channels', '4,8,16', '--blocks', '1,1,1', '--no-ablation'])
+    task3_classifier128.main([*small, '--channels', '4,8,16,32', '--blocks', '1,1,1,1', '--no-tta'])
+    task3_unet.main(['--data', str(moon), '--out', str(out), '--quick', '--epochs', '1', '--size', '32',
                                     '--base', '8'])
     return dict(root=root, out=out, tiny=Path(tiny), moon=Path(moon))

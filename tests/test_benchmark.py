@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from data.synthetic import make_moon_like, make_tiny_imagenet_like
-from lab.cli import load_script
+from scripts import benchmark
 
 PATHS = 'abc'
 
@@ -27,7 +27,7 @@ def bench(tiny_data, tmp_path_factory):
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('OMP_NUM_THREADS', '1')
-        try: load_script('benchmark').main(['--quick', '--data', str(tiny), '--moon', str(moon), '--out', str(out)])
+        try: benchmark.main(['--quick', '--data', str(tiny), '--moon', str(moon), '--out', str(out)])
         finally: torch.set_num_threads(threads)
     folder, = (out / 'benchmark').iterdir()
     return pd.read_csv(folder / 'table.csv'), json.loads((folder / 'config.json').read_text()), folder
@@ -76,7 +76,7 @@ def test_paths_are_what_they_say(bench):
 ])
 def test_bad_flags_give_one_line_and_exit_2(argv, says, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path) for a in argv] + ['--out', str(tmp_path / 'out')]
-    with pytest.raises(SystemExit) as e: load_script('benchmark').main(argv)
+    with pytest.raises(SystemExit) as e: benchmark.main(argv)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
     assert not (tmp_path / 'out' / 'benchmark').exists()  # nothing was measured, nothing is left behind

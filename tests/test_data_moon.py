@@ -196,27 +196,33 @@ def test_generated_data_is_reported_synthetic(synthetic_moon, capsys):
     assert 'NOTICE' in capsys.readouterr().out
 
 
-def test_fallback_generates_once_then_reuses(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def no_known_places(tmp_path, monkeypatch):
+    "fastai's data folder empty, and no ../shared beside the checkout: (the data folder, the checkout)."
     monkeypatch.setattr(locate, 'REPO', tmp_path/'repo')
+    monkeypatch.setattr(locate, 'data_home', lambda: tmp_path/'fastai-data')
+    return tmp_path/'fastai-data', tmp_path/'repo'
+
+
+def test_fallback_generates_once_then_reuses(no_known_places, monkeypatch, capsys):
     with pytest.raises(FileNotFoundError, match='kaggle'):
         locate.find_moon(generate=False)
     monkeypatch.setattr(locate, 'make_moon_like', partial(synthetic.make_moon_like, n=2, width=48, height=32))
-    target = tmp_path/'repo'/'data'/'generated'/'moon-synthetic'
+    target = no_known_places[0]/'moon-synthetic'
     assert locate.find_moon() == (target, 'synthetic') and len(moon_pairs(target)) == 2
     monkeypatch.setattr(locate, 'make_moon_like', None)  # a second generation would fail
     assert locate.find_moon() == (target, 'synthetic')
     assert capsys.readouterr().out.count('NOTICE') == 2
 
 
-def test_known_locations_skip_folders_too_small_to_train(tmp_path, monkeypatch, capsys):
-    repo = tmp_path / 'repo'
-    synthetic.make_moon_like(repo / 'data' / 'moon', n=2, width=48, height=32)
-    monkeypatch.setattr(locate, 'REPO', repo)
+def test_known_locations_skip_folders_too_small_to_train(no_known_places, capsys):
+    home, repo = no_known_places
+    small = synthetic.make_moon_like(repo.parent / 'shared' / 'data' / 'moon', n=2, width=48, height=32)
     with pytest.raises(FileNotFoundError, match='no the Kaggle moon data data in'):
         locate.find_moon(generate=False)
     assert 'holds only 2 render/ground pair(s), too few to train on' in capsys.readouterr().out
-    assert locate.find_moon(repo / 'data' / 'moon')[0] == repo / 'data' / 'moon'  # explicit: used anyway
-    big = synthetic.make_moon_like(repo / 'data' / 'moon-kaggle', n=locate.MIN_MOON_PAIRS, width=48, height=32)
+    assert locate.find_moon(small)[0] == small  # explicit: used anyway
+    big = synthetic.make_moon_like(home / 'moon', n=locate.MIN_MOON_PAIRS, width=48, height=32)
     (big / 'SYNTHETIC').unlink()  # stands in for a real download here
     assert locate.find_moon(generate=False) == (big, 'real')
 

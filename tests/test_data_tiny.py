@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from data import locate, synthetic
-from data.tiny_imagenet import (TinyImageNetDataset, class_names, load_tiny_imagenet, read_words, test_dl,
-                                tiny_imagenet_dls)
+from data.tiny_imagenet import TinyImageNetDataset, class_names, load_tiny_imagenet, read_words, test_dl, tiny_imagenet_dls
 
 WNIDS = [f'n9{k:07d}' for k in range(10)]
 REAL_NAMES = ['Egyptian cat', 'reel', 'volleyball', 'rocking chair', 'lemon', 'bullfrog', 'basketball', 'cliff',
@@ -221,11 +220,11 @@ def test_real_subset(real_tiny):
 # ----- locating and downloading -------------------------------------------------------------------------------------
 
 @pytest.fixture
-def empty_repo(tmp_path, monkeypatch):
-    "A repo root with none of the known data locations."
+def empty_data_home(tmp_path, monkeypatch):
+    "fastai's data folder empty, and no ../shared beside the checkout: the data folder."
     monkeypatch.setattr(locate, 'REPO', tmp_path/'repo')
-    monkeypatch.setattr(locate, '_fastai_tiny', lambda: tmp_path/'fastai'/'tiny_imagenet_200')
-    return tmp_path/'repo'
+    monkeypatch.setattr(locate, 'data_home', lambda: tmp_path/'fastai-data')
+    return tmp_path/'fastai-data'
 
 
 def test_explicit_path_must_be_valid(tmp_path):
@@ -242,12 +241,12 @@ def test_generated_data_is_reported_synthetic(synthetic_tiny, capsys):
     assert 'NOTICE' in capsys.readouterr().out
 
 
-def test_fallback_generates_once_then_reuses(empty_repo, monkeypatch, capsys):
+def test_fallback_generates_once_then_reuses(empty_data_home, monkeypatch, capsys):
     with pytest.raises(FileNotFoundError, match='download_tiny_imagenet'):
         locate.find_tiny_imagenet(generate=False)
     monkeypatch.setattr(locate, 'make_tiny_imagenet_like',
                         partial(synthetic.make_tiny_imagenet_like, n_classes=2, n_train=2, n_val=1))
-    target = empty_repo/'data'/'generated'/'tiny-imagenet-synthetic'
+    target = empty_data_home/'tiny-imagenet-synthetic'
     assert locate.find_tiny_imagenet() == (target, 'synthetic')
     monkeypatch.setattr(locate, 'make_tiny_imagenet_like', None)  # a second generation would fail
     assert locate.find_tiny_imagenet() == (target, 'synthetic')

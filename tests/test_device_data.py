@@ -13,9 +13,9 @@ from fastai.learner import Learner, load_learner
 from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, ItemGetter, PILImage, PILImageBW,
                                Pipeline, RandomResizedCrop, Resize, TensorCategory, TensorImage, TensorMask, Transform)
 
-import data.device as device
+import lab.device_data as device
 from data.augment import PadCrop
-from data.device import DeviceDL, cache_dir_for, item_cache, to_device_dls
+from lab.device_data import DeviceDL, cache_dir_for, item_cache, to_device_dls
 from data.moon import moon_dls
 from data.synthetic import make_moon_like, make_tiny_imagenet_like
 from data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
@@ -198,10 +198,11 @@ def test_a_truncated_image_is_named(tmp_path):
     assert not list(cache_dir_for(root).glob('*.pt'))
 
 
-def test_read_only_data_is_cached_in_the_repo(tmp_path):
+def test_read_only_data_is_cached_in_the_fastai_data_folder(tmp_path, monkeypatch):
     root = make_tiny_imagenet_like(tmp_path/'ro-tiny', n_classes=2, n_train=4, n_val=1)
     _, dls = tiny_dls(root, n_classes=2)
-    expected = device.REPO/'data'/'cache'
+    monkeypatch.setattr(device, 'data_home', lambda: tmp_path/'fastai-data')
+    expected = tmp_path/'fastai-data'/'lab-cache'
     os.chmod(root, 0o555)
     cache = cache_dir_for(root)
     try:

@@ -1,5 +1,5 @@
 "environment.yml and requirements.txt describe the same environment; .ci/run runs the README's test command."
-import re
+import re, tomllib
 from pathlib import Path
 
 import yaml
@@ -22,12 +22,19 @@ def test_conda_environment_installs_the_pinned_requirements():
     assert all(isinstance(d, dict) or d.split('=')[0] in ('python', 'pip') for d in deps)
 
 
-def test_requirements_pin_the_checked_stack():
+def _name(requirement): return re.split(r'[=<>~!\[ ]', requirement)[0].lower()
+
+
+def test_requirements_pin_the_checked_stack_and_install_the_lab():
     reqs = requirements()
     for pin in ('torch==2.14.1', 'torchvision==0.29.1', 'fastai==2.8.12'):
         assert pin in reqs
-    names = {re.split(r'[=<>~!\[ ]', r)[0].lower() for r in reqs}
-    assert {'timm', 'matplotlib', 'pandas', 'scikit-learn', 'pillow', 'pytest'} <= names
+    names = {_name(r) for r in reqs}
+    assert {'matplotlib', 'pandas', 'scikit-learn', 'pillow', 'pytest'} <= names
+    assert reqs[-1] == '-e .'  # the lab itself (pyproject.toml), editable, after the pins it must not override
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+    declared = {_name(d) for d in project['dependencies'] + project['optional-dependencies']['test']}
+    assert declared <= names  # every package the lab declares is pinned or listed in requirements.txt
 
 
 def test_ci_runs_the_readme_test_command():

@@ -9,11 +9,14 @@ import torch
 from lab.cli import parse_seeds
 from lab.data import resolve_data
 from lab.recipe import FINAL, SPEC, UNET, Recipe, scale_to_profile
-from lab.report import accuracy_text, compare, mean_std, seed_interval, wilson
-from lab.runs import Stage, latest_stage_summary, stage_choice, stage_dir, write_json
+from lab.stats import accuracy_text, compare, mean_std, seed_interval, wilson
+from lab.results import Stage, stage_dir
+from lab.lookup import latest_stage_summary, stage_choice
+from lab.io import write_json
 from lab.cli import Options
-from lab.stages import classifier_row, experiments_table, overfitting_text
-from lab.train import RunOptions, make_learner, train_run
+from lab.comparisons import classifier_row, experiments_table, overfitting_text
+from lab.train import RunOptions, train_run
+from lab.learner import make_learner
 
 
 # ----- recipes ------------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lab.cli import load_script
-from lab.runs import read_json
+from scripts import evaluate, predict
+from lab.io import read_json
 
 
 def run_of(results, stage, name):
@@ -20,7 +20,7 @@ def run_of(results, stage, name):
 def fails(script, argv, capsys):
     "The one line `script` prints on stderr when it fails with exit code 2."
     capsys.readouterr()
-    with pytest.raises(SystemExit) as e: load_script(script).main([str(a) for a in argv])
+    with pytest.raises(SystemExit) as e: dict(predict=predict, evaluate=evaluate)[script].main([str(a) for a in argv])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1, err
     return err
@@ -39,7 +39,7 @@ def test_predict_top3_of_a_final_run_without_its_data(results, tmp_path, capsys)
     results['tiny'].rename(moved)  # the training data is not needed
     try:
         capsys.readouterr()
-        rows = load_script('predict').main([str(run), str(images), '--out', str(tmp_path / 'pred')])
+        rows = predict.main([str(run), str(images), '--out', str(tmp_path / 'pred')])
     finally: moved.rename(results['tiny'])
     printed = [l for l in capsys.readouterr().out.splitlines() if '.JPEG: ' in l]
     assert len(rows) == len(printed) == n
@@ -51,7 +51,7 @@ def test_predict_top3_of_a_final_run_without_its_data(results, tmp_path, capsys)
     assert all(sorted(r) == sorted(names) for r in csv[['top1', 'top2', 'top3']].to_numpy().tolist())
     # the same probabilities as the run's checkpoint through the training data pipeline (squish resize, normalise)
     from lab.data import build_data
-    from lab.train import load_run_model, make_learner
+    from lab.learner import load_run_model, make_learner
     model, recipe = load_run_model(run)
     data = build_data(recipe, say=False)
     probs, _ = make_learner(recipe, model, data.dls).get_preds(dl=data.test_dl())
@@ -59,7 +59,7 @@ def test_predict_top3_of_a_final_run_without_its_data(results, tmp_path, capsys)
     for (path, _), pr in zip(data.test_items, probs):
         row = by_name.loc[Path(path).name]
         assert row.top1 == names[int(pr.argmax())] and row.p1 == pytest.approx(float(pr.max()), abs=1e-5)
-    one = load_script('predict').main([str(run), str(images / 'val_0.JPEG')])
+    one = predict.main([str(run), str(images / 'val_0.JPEG')])
     assert len(one) == 1 and not (run / 'predictions').exists()  # one image: printed, no CSV
     assert one[0]['top1'] == by_name.loc['val_0.JPEG', 'top1'] and one[0]['p1'] == pytest.approx(by_name.loc['val_0.JPEG', 'p1'])
 
@@ -69,7 +69,7 @@ def test_predict_masks_and_overlays_of_a_unet_run(results, tmp_path):
     renders = sorted((results['moon'] / 'images' / 'render').glob('*.png'))[:2]
     big = tmp_path / 'big_render.png'  # a render of another size: the mask comes back at that size
     Image.open(renders[0]).resize((75, 50)).save(big)
-    rows = load_script('predict').main([str(run), str(renders[0]), str(renders[1]), str(big), '--out', str(tmp_path / 'm')])
+    rows = predict.main([str(run), str(renders[0]), str(renders[1]), str(big), '--out', str(tmp_path / 'm')])
     assert len(rows) == 3 and (tmp_path / 'm' / 'predictions.csv').is_file()
     for row, src in zip(rows, [*renders, big]):
         image = Image.open(src).convert('RGB')
@@ -106,7 +106,7 @@ def test_predict_errors_are_one_line(results, tmp_path, capsys):
 
 def test_evaluate_a_128px_classifier_run(results, tmp_path):
     run = run_of(results, 'task3_classifier128', 'classifier128-seed0')
-    out = load_script('evaluate').main([str(run), '--out', str(tmp_path / 'ev')])
+    out = evaluate.main([str(run), '--out', str(tmp_path / 'ev')])
     folder = tmp_path / 'ev'
     n_test = len(list((results['tiny'] / 'val' / 'images').glob('*.JPEG')))
     cm = pd.read_csv(folder / 'confusion_matrix.csv', index_col=0)
@@ -124,7 +124,7 @@ def test_evaluate_a_128px_classifier_run(results, tmp_path):
 def test_evaluate_a_unet_run_into_its_own_folder(results, tmp_path):
     run = tmp_path / 'unet-seed0'
     shutil.copytree(run_of(results, 'task3_unet', 'unet-seed0'), run)
-    out = load_script('evaluate').main([str(run)])
+    out = evaluate.main([str(run)])
     (folder,) = (run / 'evaluation').iterdir()
     trained = read_json(run / 'summary.json')
     assert out['valid_iou'] == pytest.approx(trained['best']['valid_iou'], abs=1e-6)

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import load_script
-from lab.reporting import SECTIONS, image_links
-from lab.runs import latest_stage_summary, read_json, write_json
+from scripts import report as report_script, stage2_baseline
+from lab.report import SECTIONS, image_links
+from lab.lookup import latest_stage_summary
+from lab.io import read_json, write_json
+
 
 def report(out):
     "Run scripts/report.py in this process; (REPORT.md text of <out>, the written paths)."
-    written = load_script('report').main(out=str(out))
+    written = report_script.main(['--out', str(out)])
     return written['top_md'].read_text(), written
 
 
@@ -112,14 +114,14 @@ def test_report_of_an_empty_folder_and_a_missing_one(tmp_path, capsys):
     text, written = report(tmp_path)
     assert text.count('**Not run yet**') == len(SECTIONS) + 1  # every section and the T2.13 table
     assert image_links(text) == [] and '<img' not in written['top_html'].read_text()
-    with pytest.raises(SystemExit) as e: load_script('report').main(out=str(tmp_path / 'nowhere'))
+    with pytest.raises(SystemExit) as e: report_script.main(['--out', str(tmp_path / 'nowhere')])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and 'no such results folder' in err
 
 
 def test_lr_find_writes_its_suggestions_and_trains_nothing(tiny_cli, tmp_path):
     out = tmp_path / 'out'
-    load_script('stage2_baseline').main(tiny_cli('--lr-find'))
+    stage2_baseline.main(tiny_cli('--lr-find'))
     (folder,) = (out / 'stage2_baseline').iterdir()
     found = json.loads((folder / 'lr_find.json').read_text())
     assert set(found['suggested']) == {'minimum', 'steep', 'valley', 'slide'}

@@ -10,8 +10,8 @@ from arch.resnet import BasicBlock, ResNet, resnet_splitter
 from dataclasses import replace
 
 from lab.recipe import SPEC
-from lab.stages import activation_variants, blocks_variants
-from lab.train import make_learner
+from lab.comparisons import activation_variants, blocks_variants
+from lab.learner import make_learner
 
 # Exact counts of the stage configurations (10 classes, 3x3 stem).
 STAGE_PARAMS = {

@@ -5,13 +5,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab.cli import load_script
-from lab.runs import latest_stage_summary, read_json
+import importlib
+from lab.lookup import latest_stage_summary
+from lab.io import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main_of(name): return load_script(name).main
+def main_of(name): return importlib.import_module(f'scripts.{name}').main
 
 
 def test_baseline_then_final_with_ablation_and_test_report(tiny_cli, tmp_path, capsys):

@@ -1,5 +1,4 @@
 "Task 1 probes: shapes, exact weight-variance ratios, Conv2d/ReLU alternation, first-vs-last gradients, scripts."
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -9,10 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from arch.probes import (DeepConvReLU, VarianceProbeNet, activation_profile, init_convs, ks_distance, weight_variances,
-                         weighted_layers)
+from arch.probes import DeepConvReLU, VarianceProbeNet, activation_profile, init_convs, ks_distance, weight_variances, weighted_layers
 from lab.callbacks import backward_probe
-from lab.cli import load_script
+from scripts import task1_gradients, task1_variance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +74,7 @@ def _stage(out, stage):
 
 
 def test_variance_script_end_to_end(tmp_path):
-    load_script('task1_variance').main(quick=True, seeds='1', size=32, out=str(tmp_path))  # in this process
+    task1_variance.main(['--quick', '--seeds', '1', '--size', '32', '--out', str(tmp_path)])  # in this process
     folder = _stage(tmp_path, 'variance')
     for name in ('gap_histogram.png', 'layer_std.png', 'table.md', 'table.csv', 'summary.json', 'config.json', 'explanation.md'):
         assert (folder / name).stat().st_size > 0, name
@@ -89,7 +87,7 @@ def test_variance_script_end_to_end(tmp_path):
 
 
 def test_gradients_script_end_to_end(tmp_path, capsys):
-    load_script('task1_gradients').main(quick=True, seeds='2', batch=4, out=str(tmp_path))
+    task1_gradients.main(['--quick', '--seeds', '2', '--batch', '4', '--out', str(tmp_path)])
     printed = capsys.readouterr().out
     folder = _stage(tmp_path, 'gradients')
     for name in ('grad_per_layer.png', 'signal_per_layer.png', 'init_and_depth.png', 'table.md', 'table.csv',
@@ -103,12 +101,10 @@ def test_gradients_script_end_to_end(tmp_path, capsys):
 
 
 def test_gradients_script_exits_1_when_the_check_fails(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location('task1_gradients', ROOT / 'scripts' / 'task1_gradients.py')
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     # Kaiming x0.7 with zero bias: the first layer's mean |grad| exceeds the last one's (see the script's table)
-    monkeypatch.setattr(mod, 'DeepConvReLU', lambda depth=8, init='default', gain=1.0, seed=None:
+    monkeypatch.setattr(task1_gradients, 'DeepConvReLU', lambda depth=8, init='default', gain=1.0, seed=None:
                         DeepConvReLU(depth, init='kaiming', gain=0.7, seed=seed))
     with pytest.raises(SystemExit) as exc:
-        mod.main(out=str(tmp_path), quick=True, seeds='1')
+        task1_gradients.main(['--out', str(tmp_path), '--quick', '--seeds', '1'])
     assert exc.value.code == 1
     assert json.loads((_stage(tmp_path, 'gradients') / 'summary.json').read_text())['passed'] is False

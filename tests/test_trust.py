@@ -1,6 +1,6 @@
 """Trust: the same seed gives the same numbers, no finished run is lost, verdicts rest on the right runs, errors are
 one line. Every training script runs in this process through its `main(argv)` on tiny generated data (16 px)."""
-import json, os, shutil, signal, subprocess, sys, time
+import importlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -11,14 +11,14 @@ from PIL import Image
 from data.moon import check_pair_sizes, moon_pairs
 from data.tiny_imagenet import load_tiny_imagenet
 from lab import jobs, train
-from lab.cli import load_script
-from lab.runs import latest_stage_summary, read_json
-from lab.train import load_checkpoint, load_run_model
+from lab.lookup import latest_stage_summary
+from lab.io import read_json
+from lab.learner import load_checkpoint, load_run_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main_of(name): return load_script(name).main
+def main_of(name): return importlib.import_module(f'scripts.{name}').main
 
 
 def run_dirs(out, stage, run):
@@ -245,7 +245,6 @@ def test_every_training_script_lists_the_same_common_flags():
               '--label-smoothing', '--schedule', '--precision', '--debug']
     for name in ('stage2_baseline', 'stage3_1_channels', 'stage3_2_blocks', 'stage3_3_activations', 'stage4_final',
                  'task3_classifier128', 'task3_unet', 'task3_unet_backbone', 'run_all'):
-        module = load_script(name)
-        text = (module.main.parser() if hasattr(module.main, 'parser') else module.parser()).format_help()
+        text = main_of(name).parser().format_help()
         missing = [f for f in common if f'{f} ' not in text and f'{f},' not in text and f'{f}\n' not in text]
         assert not missing, (name, missing)

@@ -13,8 +13,9 @@ from fastai.torch_core import TensorImage, TensorMask, TensorCategory
 
 from arch.layers import BudgetError, count_params
 from arch.resnet import ResNet, resnet_splitter
-from arch.unet import (UNet, BackboneUNet, unet_splitter, backbone_unet_splitter, load_encoder_from_classifier)
-from lab.metrics import BCEDiceLoss
+from arch.unet import UNet, BackboneUNet, unet_splitter, backbone_unet_splitter
+from lab.checkpoint import load_encoder_from_classifier
+from lab.losses import BCEDiceLoss
 
 CLASSIFIER = dict(channels=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem='3x3s2', n_classes=3)
 

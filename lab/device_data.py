@@ -6,9 +6,9 @@ item transforms. `DeviceDL` is a `TfmdDL` whose batches are gathered from those 
 pinned CPU memory otherwise) instead of decoded file by file; sampling, the batch transforms (augmentation,
 normalisation), decoding and showing stay fastai's. `to_device_dls` swaps the train and valid loaders of a
 `DataLoaders` for `DeviceDL`s. Item transforms run once, so they must not be random per epoch: put augmentation in the
-batch transforms (`data.augment`).
+batch transforms (`data.augment`). `lab.data.build_data` uses it for every recipe whose images fit in memory.
 """
-import hashlib, importlib, itertools, os, random, re, stat, tempfile, warnings
+import hashlib, importlib, itertools, os, random, re, stat, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,10 +19,12 @@ from torch import Tensor
 from fastai.data.core import TfmdDL
 from fastai.vision.augment import RandTransform, Resize, ResizeMethod
 
+from data.locate import data_home
+from .io import atomic_write
+
 __all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'DeviceDL', 'to_device_dls']
 
 CACHE_VERSION = 1  # bump when the file format or what a cache holds changes: old files then stop matching
-REPO = Path(__file__).resolve().parents[1]
 GiB = 2**30
 
 
@@ -38,14 +40,14 @@ def _writable(folder):
 
 
 def cache_dir_for(root):
-    """`<root>/.lab-cache` when `root` is writable, else `<repo>/data/cache/<name>-<hash of the absolute root>`.
+    """`<root>/.lab-cache` when `root` is writable, else `<fastai data folder>/lab-cache/<name>-<hash of the root>`.
 
     Read-only data (e.g. the shared ``dr-xr-xr-x`` folders) is never written to, even when running as root."""
     root = Path(root).resolve()
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder (expected the data folder of the cache)")
     cache = root/'.lab-cache'
     if _writable(root) and (not cache.exists() or _writable(cache)): return cache
-    return REPO/'data'/'cache'/f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:10]}"
+    return data_home()/'lab-cache'/f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:10]}"
 
 
 # ----- cache keys ---------------------------------------------------------------------------------------------------
@@ -208,17 +210,13 @@ def _load(path, key):
 
 
 def _save(path, key, tensors):
-    "Write the cache atomically (temporary file + os.replace); a failure to write only warns: the run goes on."
+    "Write the cache atomically; a failure to write only warns: the run goes on."
     data = {'version': CACHE_VERSION, 'key': key, 'types': [_type_name(type(t)) for t in tensors],
             'tensors': [t.as_subclass(Tensor).contiguous() for t in tensors]}
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem[:12]}-', suffix='.tmp')
-        with os.fdopen(fd, 'wb') as f: torch.save(data, f)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp: torch.save(data, tmp)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        if tmp is not None and os.path.exists(tmp): os.unlink(tmp)
         warnings.warn(f"{path}: could not write the item cache ({e}); this run keeps it in memory only")
 
 

@@ -1,8 +1,9 @@
-"""Stages: train variants x seeds from their recipes, tabulate with intervals, pick the best, hand it to the next stage.
+"""Comparisons: variants of a recipe, their table rows (means and 95% intervals over seeds), the Task 2 ResNet stage,
+and the table of all Task 2 experiments.
 
-A stage invocation writes ``<out>/<stage>/<timestamp>/`` (`lab.runs.Stage`): one run folder per variant and seed,
+A comparison stage writes ``<out>/<stage>/<timestamp>/`` (`lab.stage.run_stage`): one run folder per variant and seed,
 `table.md`/`table.csv`, overlay plots and `summary.json` with the best variant's recipe, which the next stage reads
-through `lab.runs.stage_choice`. The data split is fixed (`split_seed`) across seeds, so that the seeds vary only the
+through `lab.lookup.stage_choice`. The data split is fixed (`split_seed`) across seeds, so that the seeds vary only the
 initialisation, the batch order and the augmentation, and every variant is judged on the same valid images.
 """
 from dataclasses import replace
@@ -10,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data.locate import data_source
 from .callbacks import ActivationStatsLite, GradientStats, plot_layer_profiles, plot_runs_over_steps
-from .data import resolve_data
-from .jobs import seeded, train_runs
 from .recipe import describe_model
-from .report import compare, mean_std, plot_overlay, seed_interval, write_table
-from .runs import Stage, is_distributed, latest_stage_summary
+from .stats import compare, mean_std, seed_interval
+from .tables import plot_overlay, write_table
+from .stage import run_stage
+from .lookup import latest_stage_summary
 from .train import RunOptions, load_history
 
-__all__ = ['rerun', 'open_stage', 'classifier_row', 'seg_row', 'run_resnet_stage', 'overfitting_text', 'blocks_variants',
-           'activation_variants', 'experiments_table', 'STAGE_LABELS', 'stage_summary', 'lr_find_stage']
+__all__ = ['classifier_row', 'seg_row', 'run_resnet_stage', 'overfitting_text', 'blocks_variants', 'activation_variants',
+           'ACTIVATIONS', 'experiments_table', 'STAGE_LABELS', 'plot_stats_side_by_side']
 
 
 def blocks_variants(base):
@@ -29,20 +29,12 @@ def blocks_variants(base):
     return {label: replace(base, model=dict(base.model, blocks=[n] * n_stages)) for label, n in zip('ABC', (1, 2, 3))}
 
 
+ACTIVATIONS = dict(A='relu', B='leakyrelu', C='elu', D='gelu')  # stage 3.3's variants
+
+
 def activation_variants(base):
     "Stage 3.3's variants: A-D = ReLU, LeakyReLU, ELU, GELU on `base`."
-    return {label: replace(base, model=dict(base.model, act=act))
-            for label, act in zip('ABCD', ('relu', 'leakyrelu', 'elu', 'gelu'))}
-
-
-def open_stage(opts, name, recipe):
-    """The `Stage` of one invocation: its key is the resolved recipe and the seeds (what --resume must find again).
-    The data is read once here, before anything is trained: every image is decoded (and cached), so a bad file stops
-    the stage up front with its path, and parallel runs load the cache instead of decoding it again."""
-    from .data import build_data
-    recipe = resolve_data(recipe, say=True)
-    build_data(recipe)
-    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe
+    return {label: replace(base, model=dict(base.model, act=act)) for label, act in ACTIVATIONS.items()}
 
 
 def classifier_row(name, recipe, runs):
@@ -92,71 +84,36 @@ def overfitting_text(rows, gap_threshold=0.10):
     return '\n'.join(lines)
 
 
-def stage_summary(stage_name, title, recipe, variants, best, rows, conclusion, opts, **extra):
-    "The stage summary every later reader relies on: best variant and its recipe, rows, provenance (data key)."
-    return dict(stage=stage_name, title=title, best=best, best_recipe=variants[best].to_dict(),
-                best_config=describe_model(variants[best]), conclusion=conclusion, rows=rows, recipe=recipe.to_dict(),
-                data_key=recipe.data_key(), data=recipe.data, classes=recipe.classes, profile=recipe.profile,
-                data_source=data_source(recipe.data),
-                seeds=opts.seeds, epochs=recipe.epochs, **extra)
-
-
-def lr_find_stage(st, recipe):
-    "fastai's lr_find for `recipe` (the stage's first configuration): lr_find.png and lr_find.json in the stage folder."
-    import matplotlib.pyplot as plt
-    from fastai.callback.schedule import minimum, slide, steep, valley
-    from .data import build_data
-    from .runs import write_json
-    from .train import build_model, make_learner, seed_everything, setup_torch
-    if is_distributed(): raise ValueError("--lr-find: run it without torchrun")
-    setup_torch()
-    seed_everything(recipe.seed)
-    data = build_data(recipe)
-    learn = make_learner(recipe, build_model(recipe), data.dls)
-    learn.path, learn.model_dir = st.folder, '.'
-    found = learn.lr_find(suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
-    plt.gcf().savefig(st.folder / 'lr_find.png', dpi=110, bbox_inches='tight'); plt.close('all')
-    suggested = {k: float(v) for k, v in found._asdict().items()}
-    write_json(st.folder / 'lr_find.json', dict(suggested=suggested, recipe=recipe.to_dict(),
-                                                note='fastai lr_find on the stage\'s first configuration'))
-    st.mark('lr_find')
-    print(f"lr_find ({st.folder}): " + ', '.join(f'{k} {v:.2e}' for k, v in suggested.items()) +
-          f"; the recipe's lr is {recipe.lr:g}")
-    return suggested
-
-
-def run_resnet_stage(opts, stage_name, variants, recipe, title, chosen_from=None, stats=False):
-    """Train every variant (name -> Recipe) for every seed, write the stage's table, plots and summary (Task 2).
+def run_resnet_stage(opts, stage_name, recipe, variants, title, chosen_from=None, stats=False):
+    """A Task 2 comparison: train every variant (`variants(recipe)`: name -> Recipe) for every seed, write the table,
+    the overlaid curves and the summary; return the summary.
 
     `stats`: record per-layer gradient and activation statistics of every run (`lab.callbacks`), add their summary
-    columns to the table and draw the variants side by side. Returns the stage summary."""
-    st, recipe = open_stage(opts, stage_name, recipe)
-    variants = {k: resolve_data(v) for k, v in variants.items()}
-    with st:
-        if st.done: return st.done
-        if opts.lr_find: return lr_find_stage(st, next(iter(variants.values())))
-        runs = train_runs(st, seeded(variants, opts.seeds), RunOptions(stats=stats), jobs=opts.jobs)
+    columns to the table and draw the variants side by side."""
+    def experiment(ctx):
+        chosen = variants(ctx.recipe)
+        runs = ctx.train(chosen, RunOptions(stats=stats))
         rows, histories = [], {}
-        for name, r in variants.items():
-            mine = [runs[f'{name}-seed{s}'] for s in opts.seeds]
-            rows.append(classifier_row(name, r, mine))
-            if stats: rows[-1].update({k: mean_std([m[k] for m in mine])[0] for k in STAT_COLUMNS})
-            for s in opts.seeds:
-                histories[name if len(opts.seeds) == 1 else f'{name} s{s}'] = load_history(st.run_dir(f'{name}-seed{s}'))
-        if stats: plot_stats_side_by_side({f"{n}: {r.model['act']}": st.run_dir(f'{n}-seed{opts.seeds[0]}')
-                                           for n, r in variants.items()}, st.folder)
+        for name, r in chosen.items():
+            rows.append(classifier_row(name, r, runs[name]))
+            if stats: rows[-1].update({k: mean_std([m[k] for m in runs[name]])[0] for k in STAT_COLUMNS})
+            for s in ctx.seeds:
+                histories[name if len(ctx.seeds) == 1 else f'{name} s{s}'] = load_history(ctx.run_dir(name, s))
+        if stats: plot_stats_side_by_side({f"{n}: {r.model['act']}": ctx.run_dir(n, ctx.seeds[0])
+                                           for n, r in chosen.items()}, ctx.folder)
         for col in ('valid_accuracy', 'train_accuracy', 'valid_loss', 'train_loss'):
-            plot_overlay(histories, col, st.folder / f'{col}.png', title=f'{title}: {col}')
+            plot_overlay(histories, col, ctx.folder / f'{col}.png', title=f'{title}: {col}')
         verdict = compare(rows, 'valid_acc')
+        r = ctx.recipe
         analysis = (f"{verdict['text']}\n\nOverfitting:\n{overfitting_text(rows)}\n\n"
-                    f"Data: {recipe.data} ({len(recipe.classes.split(','))} classes, {rows[0]['n_eval']} valid images); "
-                    f"profile {recipe.profile}; seeds {opts.seeds}; {recipe.epochs} epochs; valid = best epoch; "
+                    f"Data: {r.data} ({len(r.classes.split(','))} classes, {rows[0]['n_eval']} valid images); "
+                    f"profile {r.profile}; seeds {ctx.seeds}; {r.epochs} epochs; valid = best epoch; "
                     f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict.")
-        write_table(rows, st.folder, title=title, notes=analysis)
-        summary = st.finish(stage_summary(stage_name, title, recipe, variants, verdict['best'], rows, verdict['text'], opts,
-                                          significant=verdict['significant'], analysis=analysis, chosen_from=chosen_from))
-    print(f"\n{title}\n{analysis}")
-    return summary
+        write_table(rows, ctx.folder, title=title, notes=analysis)
+        print(f"\n{title}\n{analysis}")
+        return ctx.summary(title, chosen, verdict['best'], rows, verdict['text'],
+                           significant=verdict['significant'], analysis=analysis, chosen_from=chosen_from)
+    return run_stage(opts, stage_name, recipe, experiment, lr_find=lambda r: next(iter(variants(r).values())))
 
 
 STAT_COLUMNS = ('dead_share', 'act_std_last', 'grad_first_over_last')
@@ -215,15 +172,3 @@ def experiments_table(out, folder, current=None):
     return write_table(rows, folder, 'experiments', title='All experiments (T2.13)', notes=notes)
 
 
-def rerun(opts, recipe, config_path):
-    """Train the recipe of a run's config.json alone (--config), into ``<out>/rerun/<timestamp>/<run>/``: the same
-    numbers as that run (on a CPU at the same thread count), without touching the stages' chain of choices."""
-    from .runs import read_json
-    name = read_json(config_path).get('run', 'run').rsplit('-seed', 1)[0]
-    st, recipe = open_stage(opts, 'rerun', recipe)
-    with st:
-        if st.done: return st.done
-        runs = train_runs(st, seeded({name: recipe}, opts.seeds), RunOptions(test=recipe.task == 'classify'),
-                          jobs=opts.jobs)
-        return st.finish(dict(rerun_of=str(config_path), runs=list(runs), recipe=recipe.to_dict(),
-                              data_key=recipe.data_key(), profile=recipe.profile, seeds=opts.seeds))

@@ -1,0 +1,136 @@
+"""A recipe's model and Learner: seeding, the model built from the recipe, fastai's Learner with the recipe's loss,
+metrics, optimiser, precision, mixing and splitter, and the fit its schedule asks for.
+
+On a GPU: bf16 mixed precision, channels_last, cuDNN's autotuner, and torch's fused optimisers through fastai's
+`OptimWrapper` (fastai's own optimisers step every parameter in Python, a dozen kernel launches each).
+"""
+import random
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import CancelEpochException
+from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.mixup import CutMix, MixUp
+from fastai.callback.progress import ProgressCallback
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+from fastai.optimizer import OptimWrapper
+
+from arch.resnet import ResNet, resnet_splitter
+from arch.unet import BackboneUNet, UNet, unet_splitter
+from .checkpoint import load_init, read_checkpoint
+from .distributed import ddp_context
+from .losses import seg_loss
+from .machine import cpu_threads, use_bf16
+from .metrics import DeviceAccuracy, seg_metrics
+from .recipe import Recipe
+
+__all__ = ['seed_everything', 'setup_torch', 'n_classes_of', 'build_model', 'load_checkpoint', 'load_run_model',
+           'LabLearner', 'TORCH_OPTIMIZERS', 'make_learner', 'lr_of', 'fit_recipe']
+
+
+def seed_everything(seed, deterministic=False):
+    "Seed Python, NumPy and torch (all devices); `deterministic`: cuDNN's deterministic kernels, else its autotuner."
+    random.seed(seed); np.random.seed(seed % 2 ** 32); torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic
+
+
+def setup_torch(jobs=1):
+    "Torch threads for one of `jobs` runs sharing this machine (see `lab.machine.cpu_threads`)."
+    if not torch.cuda.is_available(): torch.set_num_threads(cpu_threads(jobs))
+
+
+def n_classes_of(recipe):
+    "Classes of a classifier recipe: the length of its wnid list, or its count."
+    text = str(recipe.classes)
+    return len([w for w in text.split(',') if w.strip()]) if ',' in text else int(text.split('@')[0])
+
+
+def build_model(recipe):
+    "The recipe's model, initialised from `recipe.init` when it names a checkpoint."
+    m = dict(recipe.model)
+    if recipe.arch == 'resnet': model = ResNet(**m, n_classes=n_classes_of(recipe))
+    elif recipe.arch == 'unet': model = UNet(**m)
+    else:
+        encoder = m.pop('encoder')
+        model = BackboneUNet(ResNet(**encoder), **m)
+    if recipe.init: load_init(model, recipe.init)
+    return model
+
+
+def load_checkpoint(path):
+    "(model, recipe) from a lab checkpoint: the model is rebuilt from the recipe stored with it, then loaded."
+    state = read_checkpoint(path)
+    if not state.get('recipe'):
+        raise ValueError(f"{path}: no recipe inside (a bare state dict); load it into a model you build yourself")
+    recipe = Recipe.from_dict(state['recipe'], source=str(path))
+    model = build_model(replace(recipe, init=None))
+    model.load_state_dict(state['model'])
+    return model, recipe
+
+
+def load_run_model(run_dir):
+    "(model, recipe) of a finished run folder (its model.pth), in eval mode."
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run folder")
+    model, recipe = load_checkpoint(run_dir / 'model.pth')
+    return model.eval(), recipe
+
+
+class LabLearner(Learner):
+    """fastai's Learner whose epoch loop starts at `first_epoch` (0 unless resuming).
+
+    fastai's own `fit(start_epoch=)` (SkipToEpoch) replays the skipped epochs as empty records, which breaks
+    `SaveModelCallback` (IndexError in TrackerCallback.after_epoch) and writes blank rows; here they are not run."""
+    first_epoch = 0
+
+    def _do_fit(self):
+        for epoch in range(self.first_epoch, self.n_epoch):
+            self.epoch = epoch
+            self._with_events(self._do_epoch, 'epoch', CancelEpochException)
+
+
+TORCH_OPTIMIZERS = {  # torch's optimisers (fused on a GPU) through fastai's OptimWrapper: fastai's own step every
+    'adam': torch.optim.Adam,      # parameter in Python, a dozen kernel launches each; the spec's plain Adam (T2.5)
+    'adamw': torch.optim.AdamW,    # decoupled weight decay
+    'sgd': partial(torch.optim.SGD, momentum=0.9),
+}
+
+
+def make_learner(recipe, model, dls, cbs=()):
+    "A LabLearner for `recipe`: loss, metrics, optimiser, precision, mixing, splitter (and a frozen encoder) from it."
+    if recipe.task == 'classify':
+        loss = LabelSmoothingCrossEntropyFlat(eps=recipe.label_smoothing) if recipe.label_smoothing else CrossEntropyLossFlat()
+        metrics, splitter = [DeviceAccuracy()], resnet_splitter
+    else: loss, metrics, splitter = seg_loss(recipe.loss), seg_metrics(), unet_splitter
+    fused = dict(fused=True) if torch.cuda.is_available() and recipe.opt != 'sgd' else {}
+    opt_func = partial(OptimWrapper, opt=partial(TORCH_OPTIMIZERS[recipe.opt], **fused))
+    if recipe.precision == 'bf16' and not torch.cuda.is_available():
+        raise ValueError("--precision bf16: needs a GPU (fastai's MixedPrecision autocasts CUDA only); use fp32")
+    cbs = list(cbs) + ([MixedPrecision(amp_mode='bf16')] if use_bf16(recipe.precision) else [])
+    cbs += {'mixup': [MixUp()], 'cutmix': [CutMix()], 'none': []}[recipe.mix]
+    learn = LabLearner(dls, model, loss_func=loss, opt_func=opt_func, metrics=metrics, splitter=splitter, cbs=cbs,
+                       wd=recipe.wd, train_bn=not recipe.freeze)
+    learn.remove_cb(ProgressCallback)  # its per-batch loss display syncs the GPU every batch; EpochLog says enough
+    learn.recorder.train_metrics = True
+    # On the data's device now, not at fit: an optimiser state loaded for resuming must land next to its parameters
+    if getattr(dls, 'device', None) is not None: learn.model.to(dls.device)
+    if torch.cuda.is_available(): learn.model.to(memory_format=torch.channels_last)
+    if recipe.freeze: learn.freeze()
+    return learn
+
+
+def lr_of(recipe):
+    "The learning rate to fit with: a slice (encoder, rest) when the encoder has its own."
+    return slice(recipe.encoder_lr, recipe.lr) if recipe.encoder_lr else recipe.lr
+
+
+def fit_recipe(learn, recipe, cbs=()):
+    "`fit` or `fit_one_cycle` as the recipe says, inside fastai's `distrib_ctx` under torchrun (DDP)."
+    fit = learn.fit_one_cycle if recipe.schedule == 'one_cycle' else learn.fit
+    with ddp_context(learn): fit(recipe.epochs, lr_of(recipe), cbs=cbs)

@@ -1,0 +1,82 @@
+"""Finding finished stages: the newest one on the same data, and the choice a stage hands the next one.
+
+A stage summary carries a `data_key` (data folder, classes, split, profile); a later stage, the report and the
+backbone script read only finished stages with the same key (or the folder named with --from), and say when a newer
+one ran on other data. Stages hand each other a `Recipe` (`chosen_recipe`), never printed strings or summary keys.
+"""
+from dataclasses import replace
+from pathlib import Path
+
+from .io import read_json, same_json
+from .recipe import Recipe
+
+__all__ = ['read_stage', 'finished_stages', 'latest_stage_summary', 'key_difference', 'chosen_recipe', 'stage_choice']
+
+
+def read_stage(folder):
+    "A finished stage folder's summary (with its path), or a FileNotFoundError that says it is not one."
+    folder = Path(folder)
+    if not (folder / 'summary.json').is_file():
+        what = 'an unfinished stage run' if (folder / 'stage.json').is_file() else 'not a stage run folder'
+        raise FileNotFoundError(f"{folder}: no summary.json ({what})")
+    return dict(read_json(folder / 'summary.json'), path=str(folder))
+
+
+def finished_stages(out, stage):
+    "The summaries (with 'path') of the finished invocations of `stage` under `out`, newest first."
+    root = Path(out) / stage
+    done = sorted((p for p in root.glob('*/summary.json') if not p.parent.name.startswith('.')),
+                  key=lambda p: p.parent.name) if root.exists() else []
+    for p in reversed(done): yield dict(read_json(p), path=str(p.parent))
+
+
+def latest_stage_summary(out, stage, like=None, say=True):
+    """The summary (with 'path') of the newest finished invocation of `stage` under `out`, or None.
+    `like`: a resolved Recipe; only an invocation on the same data, classes, split and profile counts (newer ones on
+    other data are named in a notice)."""
+    for summary in finished_stages(out, stage):
+        if like is None or same_json(summary.get('data_key'), like.data_key()): return summary
+        if say:
+            print(f"NOTICE: {summary['path']} is not used: it ran on other data, classes, split or profile "
+                  f"({key_difference(summary.get('data_key'), like.data_key())})")
+    return None
+
+
+def key_difference(theirs, ours, names=('there', 'here')):
+    "The fields in which two data keys differ, e.g. \"classes: 'n1,n2' there, 'n1,n2,n3' here\" (or 'no key recorded')."
+    theirs, ours = theirs or {}, ours or {}
+    diff = [f"{k}: {theirs.get(k)!r} {names[0]}, {ours.get(k)!r} {names[1]}" for k in sorted(set(theirs) | set(ours))
+            if not same_json(theirs.get(k), ours.get(k))]
+    return '; '.join(diff)[:300] or 'no key recorded'
+
+
+def chosen_recipe(summary):
+    "The Recipe of the best variant of a finished stage (its summary, as `latest_stage_summary` or `read_stage` give it)."
+    return Recipe.from_dict(summary['best_recipe'], source=f"{summary['path']}/summary.json")
+
+
+def stage_choice(opts, stage, recipe):
+    """The recipe to train after `stage`: `recipe` with the model chosen by `stage` (its best variant), and the reason.
+
+    The choice comes from the stage folder given with --from, else from the newest finished invocation of `stage`
+    under --out on the same data, classes, split and profile; without one, `recipe` keeps its documented default
+    model, and the reason says so. Model flags given on the command line win over the choice."""
+    from .data import resolve_data
+    recipe = resolve_data(recipe)  # compared by its explicit data folder and class list
+    if opts.from_:
+        summary = read_stage(opts.from_)
+        if summary.get('stage') != stage:
+            raise ValueError(f"--from {opts.from_}: a {summary.get('stage')} run, expected a {stage} run")
+        if not same_json(summary.get('data_key'), recipe.data_key()):
+            print(f"WARNING: --from {opts.from_} ran on other data, classes, split or profile "
+                  f"({key_difference(summary.get('data_key'), recipe.data_key())}); used because it was named")
+    else: summary = latest_stage_summary(opts.out, stage, like=recipe)
+    overrides = opts.model_overrides
+    if summary is None:
+        print(f"NOTICE: no finished {stage} run on this data under {opts.out}; using the documented default "
+              f"model {dict(recipe.model)}")
+        return recipe, f"default (no {stage} run on this data)"
+    model = dict(chosen_recipe(summary).model, **overrides)
+    print(f"using the choice of {stage}: {summary['best']} {model} ({summary['path']})"
+          + (f"; model flags {overrides} override it" if overrides else ''))
+    return replace(recipe, model=model), f"{stage}: {summary['conclusion']}"

@@ -1,0 +1,353 @@
+"""The report's sections, one function per kind of stage, and their assembly into the report (`build_report`): a
+list of blocks, each Markdown text or a row of `Figure`s."""
+import math, os, re
+from datetime import datetime
+from pathlib import Path
+
+from ..io import read_json
+from ..stats import wilson
+from ..tables import markdown_rows
+from .describe import (_epochs, _recipe, describe_backbone, describe_data, describe_resnet, describe_training,
+                       describe_unet)
+from .find import Figure, collect, provenance_warnings
+
+EXPERIMENTS_TITLE = 'All Task 2 experiments (T2.13)'
+
+
+def _design(f, recipe, source, model_text):
+    "A section's design paragraphs: the model (`model_text`, read from `source`), its training and its data."
+    return [f"**Design** ({source}): {model_text}", describe_training(recipe, (f.config or {}).get('precision')),
+            describe_data(f, recipe)]
+
+
+def _fig(folder, name, caption):
+    path = Path(folder) / name if folder else None
+    return Figure(path, caption) if path and path.is_file() else None
+
+
+def _figs(*figs): return [f for f in figs if f is not None]
+
+
+def _pct(v): return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
+
+
+def _num(v, digits=3):
+    if v is None or (isinstance(v, float) and math.isnan(v)): return '-'
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _epoch(v):
+    "A best epoch (0-based, a mean over seeds) counted from 1: '3', or '3.5' for a mean."
+    if v is None or (isinstance(v, float) and math.isnan(v)): return '-'
+    v = float(v) + 1
+    return str(int(v)) if v == int(v) else f"{v:.1f}"
+
+
+def _embed(path, drop_title=True, level=4):
+    "A Markdown file of a results folder, its title dropped (or demoted) so it nests under the section."
+    path = Path(path)
+    if not path.is_file(): return None
+    text = path.read_text().strip()
+    if drop_title and text.startswith('# '):
+        title, _, text = text.partition('\n')
+        text = f"**{title[2:].strip()}**\n\n{text.strip()}"
+    return re.sub(r'^(#+) ', lambda m: '#' * min(6, len(m.group(1)) + level - 1) + ' ', text, flags=re.M)
+
+
+def _rel_out(out, path):
+    try: return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
+    except ValueError: return str(path)
+
+
+def _header(out, found, per_warnings):
+    "The section's provenance line and its warnings."
+    f = found
+    bits = [f"Spec {f.spec.spec}", f"results `{_rel_out(out, f.folder)}`"]
+    if f.profile: bits.append(f"profile {f.profile}")
+    if f.seeds is not None:
+        bits.append(f"seeds {', '.join(map(str, f.seeds)) if isinstance(f.seeds, list) else f.seeds}")
+    if f.summary.get('epochs') is not None: bits.append(_epochs(f.summary['epochs']))
+    if f.spec.data: bits.append(f"data `{f.data_path}` ({f.source or 'unknown source'})")
+    elif f.source: bits.append(f"inputs: {f.source}")
+    items = ['*' + '; '.join(bits) + '.*']
+    items += [f"> **Warning:** {w}" for w in per_warnings.get(f.spec.stage, [])]
+    if f.newer:
+        items.append("> Note: newer invocations of this stage did not finish and are not shown: "
+                     + ', '.join(f"`{n}` ({s})" for n, s in f.newer) + '.')
+    return items
+
+
+def _not_run(out, found):
+    spec = found.spec
+    script = {'task1/variance': 'task1_variance', 'task1/gradients': 'task1_gradients'}.get(spec.stage, spec.stage)
+    text = (f"**Not run yet**: no finished `{spec.stage}` run under `{out}` (spec {spec.spec}); "
+            f"`python scripts/{script}.py --out {out}` runs it.")
+    if found.newer:
+        text += ' Unfinished invocations: ' + ', '.join(f"`{n}` ({s})" for n, s in found.newer) + '.'
+    return [text]
+
+
+def _task1(out, f):
+    c, s = f.config or {}, f.summary
+    if f.spec.kind == 'variance':
+        design = (f"Design: a 5-layer probe net (`arch.probes.VarianceProbeNet`: five stride-2 3x3 convs and a global "
+                  f"average pool, output (1, 512, 1, 1) per image) whose layer-3 weight variance is "
+                  f"{c.get('ratio', 2):g}x "
+                  f"that of layers 2 and 4, against an equal-variance control; {c.get('size', '?')} px inputs, "
+                  f"weight seeds {c.get('seeds')}; inputs: random N(0,1)"
+                  + (f" and {s.get('images')}" if s.get('images') else '') + '.')
+        figs = _figs(_fig(f.folder, 'gap_histogram.png', 'GAP activation histograms, x2 net vs control'),
+                     _fig(f.folder, 'layer_std.png', 'activation std per layer'))
+        tables = [_embed(f.folder / 'table.md'), _embed(f.folder / 'weight_variances.md')]
+        verdict = ("Largest relative error of the measured variance ratios: "
+                   f"{s.get('max_ratio_error', float('nan')):.2g}.")
+    else:
+        design = (f"Design: `arch.probes.DeepConvReLU`, {c.get('depth', '?')} x (Conv2d 3x3 -> ReLU), output "
+                  f"(batch, 64, 8, 8); one backward per seed on a batch of {c.get('batch', '?')}; "
+                  f"seeds {c.get('seeds')}; "
+                  f"norm: {s.get('norm', 'L2 norm of the weight gradient')}.")
+        figs = _figs(_fig(f.folder, 'grad_per_layer.png', 'weight-gradient norm per layer (one backward)'),
+                     _fig(f.folder, 'signal_per_layer.png', 'forward and backward signal per layer'),
+                     _fig(f.folder, 'init_and_depth.png', 'first/last gradient ratio vs initialisation and depth'))
+        tables = [_embed(f.folder / 'table.md')]
+        verdict = ("Check T1.3 (first layer's gradient smaller than the last's, every seed): "
+                   f"**{'PASS' if s.get('passed') else 'FAIL'}**.")
+    explanation = _embed(f.folder / 'explanation.md', drop_title=False, level=4)
+    return [design, figs, verdict, '**Explanation (computed from the measured numbers):**', explanation,
+            *[t for t in tables if t]]
+
+
+def _variants(f):
+    "name -> (Recipe, run config) of the stage's variants, from their first seed's run folder."
+    seeds = f.seeds or [0]
+    out = {}
+    for row in f.summary.get('rows', []):
+        run = f.folder / f"{row['name']}-seed{seeds[0]}"
+        if (run / 'config.json').is_file():
+            config = read_json(run / 'config.json')
+            out[row['name']] = (_recipe(config.get('recipe')), config)
+    return out
+
+
+def _resnet_rows(f, stats=False):
+    header = ['variant', 'configuration', 'params (M)', 'valid acc (best epoch)', '95% over seeds', 'train acc',
+              'best epoch', 'final train-valid gap', 's / run']
+    if stats: header += ['share <= 0', 'last-layer act std', 'grad first/last']
+    rows = []
+    for r in f.summary.get('rows', []):
+        ci = r.get('valid_acc_ci')
+        row = [r['name'], r.get('config', ''), _num(r.get('params_M')), _pct(r.get('valid_acc')),
+               f"+-{ci:.1%}" if ci is not None else 'one seed', _pct(r.get('train_acc')),
+               _epoch(r.get('best_epoch')),
+               _pct(r.get('final_gap')), _num(r.get('seconds'), 1)]
+        if stats:
+            row += [_num(r.get('dead_share')), _num(r.get('act_std_last')), _num(r.get('grad_first_over_last'), 3)]
+        rows.append(row)
+    return (markdown_rows(header, rows)
+            + '\n\nBest epoch counted from 1; valid accuracy at the best epoch by valid accuracy.')
+
+
+def _design_variants(f):
+    lines = []
+    variants = _variants(f)
+    for name, (recipe, config) in variants.items():
+        if recipe is None: lines.append(f"- {name}: {config.get('model', '?')} (recipe not readable)"); continue
+        lines.append(f"- **{name}**: {describe_resnet(recipe)}")
+    base = _recipe(f.summary.get('recipe')) or next((r for r, _ in variants.values() if r), None)
+    return lines, base
+
+
+def _resnet(out, f):
+    stats = f.spec.stage == 'stage3_3_activations'
+    lines, base = _design_variants(f)
+    items = ['**Design** (read from each variant\'s recipe in its run\'s config.json):', '\n'.join(lines)]
+    if f.summary.get('chosen_from'): items.append(f"Configuration taken from: {f.summary['chosen_from']}")
+    if base:
+        items += [describe_training(base, (f.config or {}).get('precision')), describe_data(f, base)]
+    items += [_resnet_rows(f, stats)]
+    if f.spec.stage == 'stage2_baseline':
+        figs = _figs(_fig(f.run, 'accuracy.png', 'accuracy: train and valid per epoch'),
+                     _fig(f.run, 'loss.png', 'loss: train and valid per epoch'))
+        if f.run and (f.run / 'model.txt').is_file():
+            items.append(f"`print(model)` and the parameter count: `{_rel_out(out, f.run / 'model.txt')}`.")
+    else:
+        figs = _figs(_fig(f.folder, 'valid_accuracy.png', 'valid accuracy per epoch, all variants'),
+                     _fig(f.folder, 'train_accuracy.png', 'train accuracy per epoch'),
+                     _fig(f.folder, 'valid_loss.png', 'valid loss per epoch'),
+                     _fig(f.folder, 'train_loss.png', 'train loss per epoch'))
+        if stats:
+            figs += _figs(_fig(f.folder, 'statistics_per_layer.png', 'activation and gradient statistics per layer'),
+                          _fig(f.folder, 'gradients_over_training.png', 'weight-gradient norms over training'))
+    items += [figs, '**Conclusion (computed by the stage from its numbers):**',
+              f.summary.get('analysis') or f.summary.get('conclusion', '')]
+    return items
+
+
+def _final(out, f):
+    s = f.summary
+    final = _recipe(s.get('final_recipe') or s.get('best_recipe'))
+    items = []
+    if final: items += _design(f, final, 'the final recipe of summary.json', describe_resnet(final))
+    if s.get('chosen_from'): items.append(f"Configuration taken from: {s['chosen_from']}")
+    items += [_embed(f.folder / 'ablation.md') or '*No ablation table (ablation.md) in this run.*']
+    run = f.run
+    items.append(_embed(run / 'per_class.md') if run else None)
+    items += [_figs(_fig(run, 'confusion_matrix.png', 'confusion matrix on the test set'),
+                    _fig(run, 'test_samples.png', '10 random test images, true and predicted class'),
+                    _fig(run, 'show_results.png', '`learn.show_results` on the test set'),
+                    _fig(run, 'accuracy.png', 'accuracy per epoch'), _fig(run, 'loss.png', 'loss per epoch')),
+              '**Conclusion (computed):** ' + s.get('conclusion', '')]
+    return [i for i in items if i]
+
+
+def _classifier(out, f):
+    s = f.summary
+    recipe = _recipe(s.get('best_recipe') or s.get('recipe'))
+    items = []
+    if recipe:
+        items += _design(f, recipe, 'its recipe', describe_resnet(recipe))
+        items[-1] += (" The 64 px Tiny ImageNet originals are brought to this size by the squish resize (upsampled, "
+                      "nothing cropped).")
+    rows = []
+    for r in s.get('rows', []):
+        vlo, vhi = wilson(r['valid_acc'], r.get('n_eval') or 0)
+        tlo, thi = wilson(r.get('test_acc', float('nan')), r.get('n_test') or 0) if 'test_acc' in r else (None, None)
+        rows.append([r['name'], r.get('config', ''), _num(r.get('params_M')), _pct(r['valid_acc']),
+                     f"{_pct(vlo)}-{_pct(vhi)} (n={r.get('n_eval')})", _pct(r.get('test_acc')),
+                     f"{_pct(tlo)}-{_pct(thi)} (n={r.get('n_test')})" if tlo is not None else '-',
+                     _epoch(r.get('best_epoch')), r.get('n_seeds')])
+    items.append(markdown_rows(['model', 'configuration', 'params (M)', 'valid acc', 'Wilson 95%', 'test acc',
+                                'Wilson 95%', 'best epoch', 'seeds'], rows))
+    items.append(_embed(f.run / 'per_class.md') if f.run else None)
+    items += [_figs(_fig(f.run, 'accuracy.png', 'accuracy per epoch'), _fig(f.run, 'loss.png', 'loss per epoch'),
+                    _fig(f.run, 'confusion_matrix.png', 'confusion matrix on the test set'),
+                    _fig(f.run, 'test_samples.png', '10 random test images')),
+              '**Conclusion (computed):** ' + s.get('conclusion', '')]
+    if s.get('checkpoint'):
+        items.append(f"Checkpoint kept for Task 3.3: `{_rel_out(out, f.folder / s['checkpoint'])}`.")
+    return [i for i in items if i]
+
+
+def _seg_table(rows):
+    header = ['model', 'params (M)', 'trainable (M)', 'valid IoU', 'valid Dice', 'valid pixel acc', 'test IoU',
+              'test Dice', 'real-frame IoU', 'real-frame Dice', 'epochs', 'seeds']
+    body = [[r['name'], _num(r.get('params_M')), _num(r.get('trainable_M')), _num(r.get('iou')), _num(r.get('dice')),
+             _num(r.get('pixel_acc')), _num(r.get('test_iou')), _num(r.get('test_dice')), _num(r.get('real_iou')),
+             _num(r.get('real_dice')), r.get('epochs'), r.get('n_seeds')] for r in rows]
+    return markdown_rows(header, body) + ('\n\nValid at the best epoch by valid IoU; threshold 0.5, counts summed '
+                                          'over all pixels; real frame = the real Kaggle render of a known place '
+                                          '(sim-to-real).')
+
+
+def _real_note(run):
+    if not run or not (run / 'summary.json').is_file(): return None
+    r = read_json(run / 'summary.json')
+    return (f"Real frame(s) scored: {r['real_frames']} from `{r['real_data']}`." if r.get('real_data') else
+            "No real frame was available to score (sim-to-real check not done).")
+
+
+def _unet(out, f):
+    s = f.summary
+    recipe = _recipe(s.get('best_recipe') or s.get('recipe'))
+    items = []
+    if recipe: items += _design(f, recipe, 'its recipe', describe_unet(recipe))
+    items += [_seg_table(s.get('rows', [])), _real_note(f.run),
+              _figs(_fig(f.run, 'prediction_0.png', 'valid frame: input, predicted mask, true mask'),
+                    _fig(f.run, 'prediction_1.png', 'another valid frame'),
+                    _fig(f.run, 'test_prediction_0.png', 'held-out test frame'),
+                    _fig(f.run, 'real_prediction_0.png', 'the real Kaggle frame (sim-to-real)'),
+                    _fig(f.run, 'iou.png', 'IoU per epoch'), _fig(f.run, 'loss.png', 'loss per epoch')),
+              '**Conclusion (computed):** ' + s.get('conclusion', '')]
+    return [i for i in items if i]
+
+
+def _backbone(out, f):
+    s = f.summary
+    seeds = f.seeds or [0]
+    a_run, b_run = f.folder / f'A-seed{seeds[0]}', f.folder / f'B-seed{seeds[0]}'
+    a = (_recipe(read_json(a_run / 'config.json')['recipe']) if (a_run / 'config.json').is_file()
+         else _recipe(s.get('recipe')))
+    b = _recipe(read_json(b_run / 'config.json')['recipe']) if (b_run / 'config.json').is_file() else None
+    items = []
+    if a:
+        checkpoint = _rel_out(out, s['checkpoint']) if s.get('checkpoint') else None
+        items += [f"**Design** (variant A's recipe): {describe_backbone(a, checkpoint)}",
+                  describe_training(a, (f.config or {}).get('precision'), label='Variant A, training')]
+        if b: items.append(describe_training(b, label="Variant B (A's best checkpoint, unfrozen, discriminative "
+                                                       "learning rates), training"))
+        items.append(describe_data(f, a))
+    base = s.get('baseline')
+    if base and base != 'trained here' and Path(base, 'summary.json').is_file():
+        br = _recipe(read_json(Path(base, 'summary.json')).get('best_recipe'))
+        items.append(f"Baseline row: the T3.2 run `{_rel_out(out, base)}`" +
+                     (f" ({describe_unet(br).rstrip('.')})" if br else '') + '.')
+    elif base: items.append(f"Baseline row: {base}.")
+    items += [_seg_table(s.get('rows', [])), _real_note(b_run if b_run.is_dir() else a_run),
+              _figs(_fig(a_run, 'prediction_0.png', 'A (frozen encoder): valid frame'),
+                    _fig(b_run, 'prediction_0.png', 'B (fine-tuned): valid frame'),
+                    _fig(b_run, 'test_prediction_0.png', 'B: held-out test frame'),
+                    _fig(b_run, 'real_prediction_0.png', 'B: the real Kaggle frame'),
+                    _fig(a_run, 'iou.png', 'A: IoU per epoch'), _fig(b_run, 'iou.png', 'B: IoU per epoch')),
+              '**Conclusion (computed):** ' + s.get('conclusion', '')]
+    return [i for i in items if i]
+
+
+RENDER = {'variance': _task1, 'gradients': _task1, 'resnet': _resnet, 'final': _final, 'classifier': _classifier,
+          'unet': _unet, 'backbone': _backbone}
+
+
+def _provenance(out, found, general):
+    rows = []
+    for f in found:
+        if not f.ran: rows.append([f.spec.title, 'not run yet', '-', '-', '-', '-']); continue
+        data = f"`{f.data_path}`" if f.spec.data else (f.source or '-')
+        rows.append([f.spec.title, f"`{_rel_out(out, f.folder)}`", data, f.source if f.spec.data else '-',
+                     f.profile or '-', ', '.join(map(str, f.seeds)) if isinstance(f.seeds, list) else str(f.seeds)])
+    items = ['## Where the numbers come from',
+             markdown_rows(['section', 'results', 'data', 'source', 'profile', 'seeds'], rows)]
+    items += ([f"> **Warning:** {w}" for w in general]
+              or ['All finished sections ran on the same data, profile and seeds.'])
+    synthetic = [f.spec.stage for f in found if f.ran and f.source == 'synthetic']
+    if synthetic:
+        items.append(f"> **Note:** {', '.join(synthetic)} ran on generated stand-in data: their numbers say that "
+                     f"the code runs, not how the models do on the real datasets.")
+    return items
+
+
+def build_report(out, experiments_folder=None):
+    """The report as a list of blocks (Markdown text, or a list of `Figure`s drawn as one row), and the sections'
+    `Found`. `experiments_folder`: where `lab.comparisons.experiments_table` writes experiments.md/csv (None: the T2.13
+    table is not made)."""
+    out = Path(out)
+    found = collect(out)
+    general, per = provenance_warnings(found)
+    ran = sum(f.ran for f in found)
+    blocks = ['# Lab report',
+              f"Generated {datetime.now():%Y-%m-%d %H:%M} from the newest finished run of every stage under "
+              f"`{out.resolve()}` ({ran} of {len(found)} sections run). Every table, number and conclusion below is "
+              f"read from those runs' summary.json, config.json and tables; the design is read from their recipes.",
+              *_provenance(out, found, general)]
+    chapter = None
+    for f in found:
+        if f.spec.chapter != chapter:
+            chapter = f.spec.chapter
+            blocks.append(f"## {chapter}")
+        blocks.append(f"### {f.spec.title}")
+        if not f.ran: blocks += _not_run(out, f)
+        else:
+            blocks += _header(out, f, per)
+            try: blocks += RENDER[f.spec.kind](out, f)
+            except Exception as e:  # one unreadable section must not cost the whole report
+                blocks.append(f"> **Warning:** this section could not be rendered ({type(e).__name__}: {e}).")
+        if f.spec.stage == 'stage4_final': blocks += _experiments(out, experiments_folder)
+    return blocks, found
+
+
+def _experiments(out, folder):
+    blocks = [f"### {EXPERIMENTS_TITLE}"]
+    if folder is None: return blocks + ['*Not made here.*']
+    from ..comparisons import experiments_table  # here, not above: it imports the training code (fastai)
+    try: experiments_table(out, folder)
+    except FileNotFoundError as e: return blocks + [f"**Not run yet**: {e}."]
+    return blocks + ["The newest finished run of every Task 2 stage (`lab.comparisons.experiments_table`; also in "
+                     "experiments.md/csv beside this report).", _embed(Path(folder) / 'experiments.md')]

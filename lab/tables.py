@@ -1,0 +1,63 @@
+"""Tables and curves written from the numbers of a run or a stage: CSV and Markdown tables, learning curves."""
+import math
+from pathlib import Path
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+import pandas as pd
+
+__all__ = ['plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'markdown_rows']
+
+
+def plot_curves(history, folder, metrics=('loss', 'accuracy')):
+    "One PNG per metric (`<metric>.png`) with the train and valid curves of `history` (a metrics.csv frame) vs epoch."
+    paths = []
+    for m in metrics:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for split in ('train', 'valid'):
+            col = f'{split}_{m}'
+            if col in history: ax.plot(history['epoch'] + 1, history[col], marker='o', ms=3, label=split)
+        ax.set(xlabel='epoch', ylabel=m, title=m); ax.grid(alpha=.3); ax.legend()
+        fig.tight_layout(); fig.savefig(Path(folder) / f'{m}.png', dpi=120); plt.close(fig)
+        paths.append(Path(folder) / f'{m}.png')
+    return paths
+
+
+def plot_overlay(histories, column, path, title=None):
+    "Overlay `column` vs epoch for several runs (`histories`: name -> metrics frame) on one PNG."
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, h in histories.items(): ax.plot(h['epoch'] + 1, h[column], marker='o', ms=3, label=name)
+    ax.set(xlabel='epoch', ylabel=column, title=title or column); ax.grid(alpha=.3); ax.legend(fontsize=8)
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+    return Path(path)
+
+
+def _fmt(v):
+    if v is None: return '-'
+    if isinstance(v, float): return '-' if math.isnan(v) else f'{v:.4g}'
+    return str(v)
+
+
+def _cell(v): return str(v).replace('|', '\\|').replace('\n', ' ')
+
+
+def markdown_rows(header, rows):
+    "A GitHub markdown table (no final newline) of `rows` of cells under `header`; '|' and newlines in cells escaped."
+    lines = ['| ' + ' | '.join(map(str, header)) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(_cell(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def markdown_table(df):
+    "A GitHub markdown table of `df` (no extra dependency)."
+    return markdown_rows(list(df.columns), ([_fmt(v) for v in row] for row in df.itertuples(index=False))) + '\n'
+
+
+def write_table(rows, folder, name='table', title=None, notes=None):
+    "Write `rows` (list of dicts or a frame) as `<name>.csv` and `<name>.md` (with optional title and notes)."
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    df.to_csv(Path(folder) / f'{name}.csv', index=False)
+    md = (f'# {title}\n\n' if title else '') + markdown_table(df) + (f'\n{notes}\n' if notes else '')
+    (Path(folder) / f'{name}.md').write_text(md)
+    return df

@@ -1,0 +1,94 @@
+"""The code's layers, read from the source (ast): arch/, data/ and lab/ import one another without a cycle, the models
+and datasets never import the training machinery, and nothing of the three imports scripts/."""
+import ast, re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ('arch', 'data', 'lab')
+
+
+def modules():
+    "module name -> its file, for every module of the lab's packages."
+    found = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob('*.py')):
+            parts = path.relative_to(ROOT).with_suffix('').parts
+            found['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
+    return found
+
+
+def imported(name, path, known):
+    "The modules of ours (or under scripts) that `name` imports anywhere in its file, functions included."
+    package = name if path.name == '__init__.py' else name.rpartition('.')[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import): targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                base = '.'.join(package.split('.')[:len(package.split('.')) - node.level + 1] + ([base] if base else []))
+            targets = [f'{base}.{a.name}' if f'{base}.{a.name}' in known else base for a in node.names]
+        else: continue
+        out |= {t for t in targets if t.split('.')[0] in PACKAGES + ('scripts',)}
+    return out - {name}
+
+
+def graph():
+    known = modules()
+    return {name: imported(name, path, known) for name, path in known.items()}
+
+
+def cycles(edges):
+    "Every import cycle, as a list of module names (Tarjan's strongly connected components of more than one module)."
+    index, low, stack, on, found = {}, {}, [], set(), []
+    def visit(v):
+        index[v] = low[v] = len(index); stack.append(v); on.add(v)
+        for w in edges.get(v, ()):
+            if w not in edges: continue
+            if w not in index: visit(w); low[v] = min(low[v], low[w])
+            elif w in on: low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop(); on.discard(w); component.append(w)
+                if w == v: break
+            if len(component) > 1: found.append(sorted(component))
+    for v in edges:
+        if v not in index: visit(v)
+    return found
+
+
+def test_the_lab_imports_without_a_cycle():
+    assert cycles(graph()) == []
+
+
+def test_cycles_are_found():
+    assert cycles({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == [['a', 'b', 'c']]
+
+
+def test_nothing_in_the_packages_imports_or_loads_the_scripts():
+    assert {m: sorted(i) for m, i in graph().items() if any(t.split('.')[0] == 'scripts' for t in i)} == {}
+    # nor loads them by path (importlib's spec_from_file_location, runpy), which no import statement shows
+    by_path = re.compile(r"""['"]scripts['"/]|spec_from_file_location|runpy""")
+    assert [m for m, path in modules().items() if by_path.search(path.read_text())] == []
+
+
+def test_models_and_datasets_do_not_import_the_training_machinery():
+    lower = {m: sorted(t for t in i if t.split('.')[0] == 'lab') for m, i in graph().items() if m.split('.')[0] != 'lab'}
+    assert {m: i for m, i in lower.items() if i} == {}
+
+
+def test_the_graph_sees_relative_and_function_level_imports():
+    edges = graph()
+    assert 'lab.io' in edges['lab.results'] and 'lab.learner' in edges['lab.train']
+    assert 'data.locate' in edges['arch.probes']  # imported inside probe_images
+
+
+def test_every_script_is_one_cli_main_that_runs_as_a_file():
+    "Each script builds `main` with lab.cli.script and calls it when run as a file (`python scripts/<name>.py`)."
+    for path in sorted((ROOT / 'scripts').glob('*.py')):
+        if path.name == '__init__.py': continue
+        text = path.read_text()
+        assert re.search(r'^main = script\(', text, re.M), path.name
+        assert re.search(r"^if __name__ == '__main__': main\(\)$", text, re.M), path.name
+        assert 'call_parse' not in text and 'sys.path' not in text, path.name
