@@ -78,8 +78,8 @@ def lab_estimate(args, profile, measured, names):
     size = runs[0]['recipe']['size']
     return estimate_line(f"run_all, {len(names)} training script{'s' if len(names) > 1 else ''} after {measured}",
                          todo, sum(speeds) / len(speeds), size,
-                         assumes=f"every epoch as fast per pixel as {measured}'s, validation included; runs one after "
-                                 f"another, without --jobs")
+                         assumes=f"training epochs only, each as fast per pixel as {measured}'s with its validation; "
+                                 f"one run after another")
 
 
 def flags(p):
