@@ -362,7 +362,8 @@ def _storage(device, nbytes):
     1 GiB (MPS: the GPU's recommended share of the unified memory), else 'pinned' CPU memory on CUDA, else 'cpu'."""
     if device.type == 'cuda': return 'device' if torch.cuda.mem_get_info(device)[0] > 2 * nbytes + GiB else 'pinned'
     if device.type == 'mps':
-        free = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+        try: free = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+        except (AttributeError, RuntimeError): return 'device'  # an older torch: try, `_on_device` falls back
         return 'device' if free > 2 * nbytes + GiB else 'cpu'
     return 'cpu' if device.type == 'cpu' else 'device'
 

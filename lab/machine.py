@@ -62,6 +62,9 @@ def _resolve_device(spec):
             build = 'torch built without CUDA' if torch.version.cuda is None else 'no CUDA GPU or driver visible'
             raise ValueError(f"--device {spec}: this machine has no CUDA GPU ({build}); use --device auto or cpu")
         n = torch.cuda.device_count()
+        if index is not None and int(os.environ.get('WORLD_SIZE', 1)) > 1:
+            raise ValueError(f"--device {spec}: under torchrun each process takes its LOCAL_RANK's GPU; use --device "
+                             f"cuda or auto")
         if index is not None and index >= n:
             raise ValueError(f"--device {spec}: only {n} CUDA GPU(s) visible here (cuda:0 to cuda:{n - 1})")
         return torch.device('cuda', torch.cuda.current_device() if index is None else index), f'--device {spec}'

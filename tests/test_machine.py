@@ -110,7 +110,7 @@ def test_no_accelerator_gives_the_cpu_in_fp32_and_the_quick_profile(accelerators
     assert capsys.readouterr().out == ''  # said once per process
 
 
-def test_cuda_choices_and_the_gpus_jobs_spread_over(accelerators):
+def test_cuda_choices_and_the_gpus_jobs_spread_over(accelerators, monkeypatch):
     accelerators('T4', 'A100')
     machine.select_device('cuda')
     assert machine.n_gpus() == 2 and machine.resolve_precision()[0] == 'fp16'  # this process's GPU: cuda:0
@@ -118,6 +118,9 @@ def test_cuda_choices_and_the_gpus_jobs_spread_over(accelerators):
     assert machine.resolve_precision()[0] == 'bf16' and machine.machine_info()['device_reason'] == '--device cuda:1'
     assert machine.select_device('cpu') == torch.device('cpu') and machine.n_gpus() == 0 and not machine.has_gpu()
     assert machine.resolve_precision()[0] == 'fp32'
+    monkeypatch.setenv('WORLD_SIZE', '2')  # torchrun: each process has its own GPU
+    with pytest.raises(ValueError, match="--device cuda:1: under torchrun each process takes its LOCAL_RANK's GPU"):
+        machine.select_device('cuda:1')
 
 
 @pytest.mark.parametrize('cards, mps, argv, message', [
@@ -235,3 +238,10 @@ def test_slow_epochs_show_a_few_progress_lines_and_the_estimates(tiny3, tmp_path
     assert config['precision'] == 'fp32' and config['machine']['device'] == 'cpu'
     assert config['machine']['precision_reason'].startswith('auto on the CPU')
     assert config['machine']['device_reason'] == '--device cpu'
+
+
+def test_every_training_script_run_all_and_benchmark_take_device():
+    for name in ('stage2_baseline', 'stage3_1_channels', 'stage3_2_blocks', 'stage3_3_activations', 'stage4_final',
+                 'task3_classifier128', 'task3_unet', 'task3_unet_backbone', 'run_all', 'benchmark'):
+        text = importlib.import_module(f'scripts.{name}').main.parser().format_help()
+        assert '--device DEVICE' in text and 'cuda:N' in text and '--precision' in text, name
