@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
 from .distributed import init_distributed
+from .machine import DEVICE_HELP, announce, select_device
 from .recipe import Recipe, describe_recipe, pick_profile, scale_to_profile
 
 __all__ = ['script', 'Options', 'Parser', 'probe_flags', 'one_line_errors', 'parse_seeds', 'parse_jobs', 'recipe_flags',
@@ -26,6 +27,7 @@ RUNTIME_HELP = dict(
     full='full profile even without a GPU',
     seeds='seeds: a count (2 means 0,1) or a list (0,1); default 1 (with --config: the run\'s own seed)',
     jobs="training runs at once in separate processes: a number, or auto (several per GPU; 1 on a CPU)",
+    device=DEVICE_HELP + "; how the run executes, recorded in config.json with the precision and why",
     resume='continue the newest unfinished invocation of this stage: finished runs are kept, an interrupted run '
            'continues from its last finished epoch',
     config="a run's config.json: train exactly that recipe again, into <out>/rerun/ (flags given as well override it)",
@@ -143,6 +145,7 @@ def runtime_flags(parser):
     g.add_argument('--full', action='store_true', help=RUNTIME_HELP['full'])
     g.add_argument('--seeds', default=None, help=RUNTIME_HELP['seeds'])
     g.add_argument('--jobs', default='auto', help=RUNTIME_HELP['jobs'])
+    g.add_argument('--device', default=None, help=RUNTIME_HELP['device'] + " (default: auto)")
     g.add_argument('--resume', action='store_true', help=RUNTIME_HELP['resume'])
     g.add_argument('--config', default=None, help=RUNTIME_HELP['config'])
     g.add_argument('--from', dest='from_', default=None, help=RUNTIME_HELP['from_'])
@@ -256,7 +259,9 @@ def script(body, flags=None, recipe=None):
         with one_line_errors(args.debug):
             if recipe is None: return body(args)
             init_distributed()  # under torchrun: one model trained by every process (DDP)
+            select_device(args.device)  # before the profile, which follows the device (full on a GPU)
             resolved, model_overrides = resolve_recipe(recipe, args)
+            announce(resolved.precision)  # device and precision, and why (a bad ask fails here, before any folder)
             opts = _options(args, resolved, model_overrides, p.own_flags)
             if args.config:  # that run's recipe alone, not the stage's variants
                 from .stage import rerun  # the stage machinery, only for a training run

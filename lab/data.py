@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from data.locate import data_source, find_moon, find_tiny_imagenet, moon_places
 from data.moon import CODES, check_pair_sizes, moon_dls, moon_splits
 from data.tiny_imagenet import load_tiny_imagenet, read_wnids, parse_classes, tiny_imagenet_dls
@@ -81,6 +83,9 @@ def build_data(recipe, device=None, say=True, in_memory=None):
     if in_memory:
         from .device_data import to_device_dls
         dls = to_device_dls(dls, root, device=device)
+    if torch.device(device).type == 'mps':  # an op MPS lacks runs that batch transform on the CPU (said) instead
+        from .device_data import cpu_fallback
+        dls = cpu_fallback(dls)
     path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({loader_workers()} workers)'
     info.update(data=str(root), source=source, size=recipe.size, augment=recipe.augment, data_path=path,
                 train_on_valid=recipe.train_on_valid)

@@ -7,6 +7,10 @@ pinned CPU memory otherwise) instead of decoded file by file; sampling, the batc
 normalisation), decoding and showing stay fastai's. `to_device_dls` swaps the train and valid loaders of a
 `DataLoaders` for `DeviceDL`s. Item transforms run once, so they must not be random per epoch: put augmentation in the
 batch transforms (`data.augment`). `lab.data.build_data` uses it for every recipe whose images fit in memory.
+
+On Apple's MPS GPU the tensors sit in its (unified) memory when they fit and can be gathered there, else in CPU memory
+(each batch copied over), said in one line; `cpu_fallback` runs a batch transform that needs an op MPS lacks on the
+CPU instead, said once, rather than stopping the run.
 """
 import hashlib, importlib, itertools, os, random, re, stat, warnings
 from contextlib import contextmanager
@@ -17,12 +21,16 @@ import torch
 from PIL import Image
 from torch import Tensor
 from fastai.data.core import TfmdDL
+from fastai.torch_core import to_device
 from fastai.vision.augment import RandTransform, Resize, ResizeMethod
+from fasttransform.transform import Pipeline
 
 from data.locate import data_home
 from .io import atomic_write
+from .machine import default_device
 
-__all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'DeviceDL', 'to_device_dls']
+__all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'DeviceDL', 'to_device_dls', 'FallbackPipeline',
+           'cpu_fallback']
 
 CACHE_VERSION = 1  # bump when the file format or what a cache holds changes: old files then stop matching
 GiB = 2**30
@@ -349,24 +357,101 @@ class DeviceDL(TfmdDL):
             if len(idxs) < block: return
 
 
+def _storage(device, nbytes):
+    """Where `nbytes` of cached tensors for `device` live: 'device' when its free memory exceeds twice their size plus
+    1 GiB (MPS: the GPU's recommended share of the unified memory), else 'pinned' CPU memory on CUDA, else 'cpu'."""
+    if device.type == 'cuda': return 'device' if torch.cuda.mem_get_info(device)[0] > 2 * nbytes + GiB else 'pinned'
+    if device.type == 'mps':
+        try: free = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+        except (AttributeError, RuntimeError): return 'device'  # an older torch: try, `_on_device` falls back
+        return 'device' if free > 2 * nbytes + GiB else 'cpu'
+    return 'cpu' if device.type == 'cpu' else 'device'
+
+
+def _one_line(e): return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _on_device(caches, device):
+    """`caches` moved to `device`, and one row gathered there as `DeviceDL` does; on MPS an op it lacks (or too
+    little memory) keeps them in CPU memory instead, said in one line (None is returned then)."""
+    try:
+        moved = [tuple(t.to(device) for t in c) for c in caches]
+        for c in moved:
+            for t in c: t.index_select(0, torch.zeros(1, dtype=torch.long, device=device))
+        return moved
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        if device.type != 'mps': raise
+        print(f"NOTICE: the decoded images cannot be gathered on {device} ({_one_line(e)}): they stay in CPU memory "
+              f"and each batch is copied over", flush=True)
+        return None
+
+
 def to_device_dls(dls, root, device=None):
     """`dls` with train and valid replaced by `DeviceDL`s over `item_cache(dl, root)`.
 
-    device: `device`, else `dls.device`, else cuda when available, else cpu. On CUDA the tensors stay on the GPU when
-    free memory exceeds twice their size plus 1 GiB, else they are pinned in CPU memory and each batch is copied
-    asynchronously. The result records the path taken in `data_path`: 'device', 'pinned' or 'cpu'."""
+    device: `device`, else `dls.device`, else this process's (`lab.machine.default_device`). On CUDA the tensors stay
+    on the GPU when free memory exceeds twice their size plus 1 GiB, else they are pinned in CPU memory and each batch
+    is copied asynchronously; on MPS they stay on the GPU likewise, else (or when it cannot gather them) in CPU memory.
+    The result records the path taken in `data_path`: 'device', 'pinned' or 'cpu'."""
     if device is None: device = getattr(dls, 'device', None)
-    if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device is None: device = default_device()
     device = torch.device(device)
     cached = [dl for dl in (dls.train, dls.valid) if len(dl.dataset)]  # an empty valid set keeps its loader
     caches = [item_cache(dl, root) for dl in cached]
-    size = sum(t.nbytes for c in caches for t in c)
-    if device.type == 'cpu': where = 'cpu'
-    elif device.type == 'cuda' and torch.cuda.mem_get_info(device)[0] <= 2 * size + GiB: where = 'pinned'
-    else: where = 'device'
-    if where == 'device': caches = [tuple(t.to(device) for t in c) for c in caches]
+    where = _storage(device, sum(t.nbytes for c in caches for t in c))
+    if where == 'device':
+        moved = _on_device(caches, device)
+        if moved is None: where = 'cpu'
+        else: caches = moved
     elif where == 'pinned': caches = [tuple(t.pin_memory() for t in c) for c in caches]
     swap = {id(dl): DeviceDL.from_dl(dl, c, device) for dl, c in zip(cached, caches)}
     res = type(dls)(*(swap.get(id(dl), dl) for dl in dls.loaders), path=dls.path, device=device)
     res.data_path = where
     return res
+
+
+# ----- MPS: an op it lacks runs on the CPU ---------------------------------------------------------------------------
+
+def _missing_op(e):
+    "Whether `e` says the device lacks an op or dtype (MPS: NotImplementedError, or a message naming MPS)."
+    return isinstance(e, NotImplementedError) or (isinstance(e, (RuntimeError, TypeError)) and 'mps' in str(e).lower())
+
+
+def _device_of(b):
+    "The device of the first tensor in batch `b`."
+    for o in (b if isinstance(b, (tuple, list)) else (b,)):
+        if isinstance(o, Tensor): return o.device
+    return None
+
+
+class FallbackPipeline(Pipeline):
+    """A loader's batch transforms, each on the batch's device until it needs an op that device lacks (Apple's MPS):
+    that transform then runs on the CPU, now and for the rest of the run (the batch copied over and back), said in
+    one line; the others stay on the device. The same transforms and decodes as the Pipeline it wraps."""
+    def __init__(self, funcs=None, split_idx=None):
+        super().__init__(funcs, split_idx)
+        self.on_cpu = set()  # the names of the transforms that run on the CPU
+
+    def __call__(self, o):
+        for f in self.fs:
+            name = type(f).__name__
+            if name not in self.on_cpu:
+                try:
+                    o = f(o, split_idx=self.split_idx)
+                    continue
+                except (NotImplementedError, RuntimeError, TypeError) as e:
+                    if not _missing_op(e): raise
+                    self.on_cpu.add(name)
+                    print(f"NOTICE: batch transform {name} needs an op {_device_of(o)} lacks ({_one_line(e)}): it runs "
+                          f"on the CPU from now on", flush=True)
+            device = _device_of(o)
+            o = to_device(f(to_device(o, 'cpu'), split_idx=self.split_idx), device)
+        return o
+
+
+def cpu_fallback(dls):
+    "`dls` whose train and valid loaders run their batch transforms through `FallbackPipeline` (for MPS)."
+    for dl in (dls.train, dls.valid):
+        if not isinstance(dl.after_batch, FallbackPipeline):
+            dl.after_batch = FallbackPipeline(dl.after_batch, split_idx=dl.after_batch.split_idx)
+    return dls

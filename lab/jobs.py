@@ -10,9 +10,8 @@ import os, signal, sys, traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 
-import torch
-
-from .machine import n_gpus
+from . import progress
+from .machine import n_gpus, selected_device, worker_device
 from .distributed import barrier, is_distributed
 from .io import read_json
 from .train import RunOptions, train_run
@@ -50,43 +49,54 @@ def _chain(items):
     return done
 
 
-def _init_worker(counter, gpus):
-    "A worker process: its own GPU (round robin over the visible ones), SIGTERM as an interrupt."
+def _init_worker(counter, device, plan):
+    """A worker process: the parent's --device (a plain cuda choice: its own GPU, round robin over the visible ones),
+    the stage's plan (whose estimate the first epoch to finish in any worker prints), SIGTERM as an interrupt."""
     def on_term(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
     signal.signal(signal.SIGTERM, on_term)
     with counter.get_lock():
         index = counter.value; counter.value += 1
-    if gpus: torch.cuda.set_device(index % gpus)
+    worker_device(device, index)
+    progress.set_plan(plan)
 
 
-def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None):
+_estimated = set()  # stage folders whose remaining time this process has estimated (said once per stage)
+
+
+def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None, later=()):
     """Train `runs` (run name -> resolved Recipe) into `stage.folder`; return name -> summary, finished ones included.
 
     `chains`: lists of run names that must run in order in one process (the default: each run alone). Runs already
-    finished in the folder (resumed stage) are not trained again. Raises RunsFailed when any run failed."""
+    finished in the folder (resumed stage) are not trained again. Raises RunsFailed when any run failed. `later`:
+    (name, Recipe) of the runs the stage will train after these, counted in its time estimate (`lab.progress`)."""
     chains = chains or [[name] for name in runs]
     items = [[(n, runs[n], stage.run_dir(n), options) for n in chain] for chain in chains]
     todo = [c for c in items if not all((d / 'summary.json').is_file() for _, _, d, _ in c)]
     jobs = resolve_jobs(jobs, len(todo))
+    left = [(n, r) for chain in todo for n, r, d, _ in chain if not (d / 'summary.json').is_file()]
+    plan = progress.StagePlan(stage.name, left, later, jobs, quiet=str(stage.folder) in _estimated)
+    if left: _estimated.add(str(stage.folder))
     results = []
     if jobs == 1:
-        for chain in todo:
-            results += _chain(chain)
-            barrier()
+        with progress.using_plan(plan):
+            for chain in todo:
+                results += _chain(chain)
+                barrier()
     else:
         print(f"{stage.name}: {sum(map(len, todo))} run(s) in {len(todo)} chain(s), {jobs} at a time")
-        results = _parallel(todo, jobs, options)
+        results = _parallel(todo, jobs, options, plan)
     failed = [f"{name}: {error}" for name, _, error in results if error]
     if failed:
         raise RunsFailed(f"{len(failed)} run(s) of {stage.name} failed ({'; '.join(failed)})")
     return {n: read_json(stage.run_dir(n) / 'summary.json') for n in runs}
 
 
-def _parallel(todo, jobs, options):
+def _parallel(todo, jobs, options, plan):
     ctx = mp.get_context('spawn')  # CUDA cannot be forked; spawn also gives each run a clean interpreter state
     counter = ctx.Value('i', 0)
+    plan.said = ctx.Value('b', 0)  # shared: the first epoch to finish in any worker says the stage's estimate
     opts = [[(n, r, d, replace(o, jobs=jobs)) for n, r, d, o in chain] for chain in todo]
-    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(counter, n_gpus()))
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(counter, selected_device(), plan))
     results = []
     try:
         futures = [pool.submit(_chain, chain) for chain in opts]

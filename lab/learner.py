@@ -1,8 +1,9 @@
 """A recipe's model and Learner: seeding, the model built from the recipe, fastai's Learner with the recipe's loss,
 metrics, optimiser, precision, mixing and splitter, and the fit its schedule asks for.
 
-On a GPU: bf16 mixed precision, channels_last, cuDNN's autotuner, and torch's fused optimisers through fastai's
-`OptimWrapper` (fastai's own optimisers step every parameter in Python, a dozen kernel launches each).
+On a CUDA GPU: mixed precision (bf16, or fp16 with loss scaling on GPUs without native bf16: `lab.machine`),
+channels_last, cuDNN's autotuner, and torch's fused optimisers through fastai's `OptimWrapper` (fastai's own
+optimisers step every parameter in Python, a dozen kernel launches each).
 """
 import random
 from dataclasses import replace
@@ -24,12 +25,12 @@ from arch.unet import BackboneUNet, UNet, unet_splitter
 from .checkpoint import load_init, read_checkpoint
 from .distributed import ddp_context
 from .losses import seg_loss
-from .machine import cpu_threads, use_bf16
+from .machine import cpu_threads, default_device, resolve_precision
 from .metrics import DeviceAccuracy, seg_metrics
 from .recipe import Recipe
 
 __all__ = ['seed_everything', 'setup_torch', 'n_classes_of', 'build_model', 'load_checkpoint', 'load_run_model',
-           'LabLearner', 'TORCH_OPTIMIZERS', 'make_learner', 'lr_of', 'fit_recipe']
+           'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner', 'lr_of', 'fit_recipe']
 
 
 def seed_everything(seed, deterministic=False):
@@ -41,8 +42,8 @@ def seed_everything(seed, deterministic=False):
 
 
 def setup_torch(jobs=1):
-    "Torch threads for one of `jobs` runs sharing this machine (see `lab.machine.cpu_threads`)."
-    if not torch.cuda.is_available(): torch.set_num_threads(cpu_threads(jobs))
+    "Torch threads for one of `jobs` runs sharing this machine (see `lab.machine.cpu_threads`), unless it trains on CUDA."
+    if default_device().type != 'cuda': torch.set_num_threads(cpu_threads(jobs))
 
 
 def n_classes_of(recipe):
@@ -102,17 +103,22 @@ TORCH_OPTIMIZERS = {  # torch's optimisers (fused on a GPU) through fastai's Opt
 }
 
 
+def precision_callbacks(precision):
+    "fastai's MixedPrecision for a resolved precision: bf16 autocast, or fp16 with its GradScaler; none for fp32."
+    return [] if precision == 'fp32' else [MixedPrecision(amp_mode=precision)]
+
+
 def make_learner(recipe, model, dls, cbs=()):
     "A LabLearner for `recipe`: loss, metrics, optimiser, precision, mixing, splitter (and a frozen encoder) from it."
     if recipe.task == 'classify':
         loss = LabelSmoothingCrossEntropyFlat(eps=recipe.label_smoothing) if recipe.label_smoothing else CrossEntropyLossFlat()
         metrics, splitter = [DeviceAccuracy()], resnet_splitter
     else: loss, metrics, splitter = seg_loss(recipe.loss), seg_metrics(), unet_splitter
-    fused = dict(fused=True) if torch.cuda.is_available() and recipe.opt != 'sgd' else {}
+    device = torch.device(getattr(dls, 'device', None) or default_device())
+    cuda = device.type == 'cuda'
+    fused = dict(fused=True) if cuda and recipe.opt != 'sgd' else {}
     opt_func = partial(OptimWrapper, opt=partial(TORCH_OPTIMIZERS[recipe.opt], **fused))
-    if recipe.precision == 'bf16' and not torch.cuda.is_available():
-        raise ValueError("--precision bf16: needs a GPU (fastai's MixedPrecision autocasts CUDA only); use fp32")
-    cbs = list(cbs) + ([MixedPrecision(amp_mode='bf16')] if use_bf16(recipe.precision) else [])
+    cbs = list(cbs) + precision_callbacks(resolve_precision(recipe.precision, device)[0])
     cbs += {'mixup': [MixUp()], 'cutmix': [CutMix()], 'none': []}[recipe.mix]
     learn = LabLearner(dls, model, loss_func=loss, opt_func=opt_func, metrics=metrics, splitter=splitter, cbs=cbs,
                        wd=recipe.wd, train_bn=not recipe.freeze)
@@ -120,7 +126,7 @@ def make_learner(recipe, model, dls, cbs=()):
     learn.recorder.train_metrics = True
     # On the data's device now, not at fit: an optimiser state loaded for resuming must land next to its parameters
     if getattr(dls, 'device', None) is not None: learn.model.to(dls.device)
-    if torch.cuda.is_available(): learn.model.to(memory_format=torch.channels_last)
+    if cuda: learn.model.to(memory_format=torch.channels_last)
     if recipe.freeze: learn.freeze()
     return learn
 

@@ -13,7 +13,7 @@ import dataclasses, json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .machine import has_gpu
+from .machine import default_device, has_gpu
 
 __all__ = ['Recipe', 'PROFILES', 'scale_to_profile', 'pick_profile', 'SPEC', 'FINAL', 'CLASSIFIER_128', 'UNET',
            'BACKBONE_UNET', 'ARCHS', 'OPTIMIZERS', 'SCHEDULES', 'LOSSES', 'AUGMENTS', 'MIXES', 'PRECISIONS',
@@ -29,7 +29,7 @@ LOSSES = {'ce': 'cross-entropy', 'bce': 'BCE with logits', 'dice': 'soft Dice',
 AUGMENTS = ('none', 'flip', 'light', 'padcrop', 'seg')
 MIXES = {'none': 'no sample mixing', 'mixup': 'MixUp (fastai callback: two images and their labels blended)',
          'cutmix': 'CutMix (fastai callback: a patch of another image pasted in, labels mixed by its area)'}
-PRECISIONS = ('auto', 'bf16', 'fp32')
+PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 
 
 def _help(text, **kw): return field(metadata={'help': text}, **kw)
@@ -74,7 +74,8 @@ class Recipe:
     loss: str = _help('ce (cross-entropy), bce, dice, bce_dice (0.5 + 0.5)', default='ce')
     label_smoothing: float = _help('label smoothing of the cross-entropy (0: none)', default=0.0)
     tta: bool = _help('also evaluate with test-time augmentation (learn.tta)', default=False)
-    precision: str = _help('auto (bf16 mixed on a GPU, fp32 on a CPU), bf16 or fp32', default='auto')
+    precision: str = _help('auto (bf16 mixed on a GPU with native bf16, fp16 mixed with loss scaling on older CUDA '
+                           'GPUs, fp32 on MPS and the CPU: lab.machine), bf16, fp16 or fp32', default='auto')
     deterministic: bool = _help('GPU: deterministic cuDNN kernels (slower); CPU runs always are', default=False)
     seed: int = _help('seed of the initialisation, batch order and augmentation', default=0)
     profile: str = _help('the profile the recipe was scaled to (quick or full)', default='full')
@@ -166,11 +167,16 @@ def scale_to_profile(recipe, profile):
 
 
 def pick_profile(quick=False, full=False):
-    "'quick' or 'full'. Without a flag: full on a GPU, quick on a CPU (said)."
+    "'quick' or 'full'. Without a flag: full on a GPU (CUDA or Apple's MPS), quick on a CPU (said)."
     if quick and full: raise ValueError("--quick and --full contradict each other: give one")
     if quick: return 'quick'
-    if full or has_gpu(): return 'full'
-    print("NOTICE: no GPU found, so the quick profile runs (few images, few epochs, quarter-size images); "
+    if full: return 'full'
+    if has_gpu():
+        if default_device().type == 'mps':
+            print("NOTICE: Apple's MPS GPU: the full profile runs, as on any GPU; after the first epoch a line "
+                  "estimates how long each stage takes here (pass --quick for a short check).")
+        return 'full'
+    print("NOTICE: no GPU in use, so the quick profile runs (few images, few epochs, quarter-size images); "
           "pass --full to run the full spec on this CPU anyway.")
     return 'quick'
 

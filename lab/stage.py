@@ -49,16 +49,18 @@ class StageContext:
 
     def run_dir(self, variant, seed): return self.stage.run_dir(run_name(variant, seed))
 
-    def train(self, variants, options=RunOptions(), chains=()):
+    def train(self, variants, options=RunOptions(), chains=(), later=None):
         """Train every variant (name -> Recipe, or a function seed -> Recipe) for every seed; the variants named
         together in one of `chains` run in that order in one process (a later one may start from an earlier one's
-        checkpoint). Returns variant -> the summaries of its runs, one per seed, in the order of the seeds."""
+        checkpoint). `later`: the variants this stage will train afterwards (same form), counted in its time
+        estimate. Returns variant -> the summaries of its runs, one per seed, in the order of the seeds."""
         def of_seed(r, s): return r(s) if callable(r) else replace(r, seed=s)
         runs = {run_name(v, s): of_seed(r, s) for v, r in variants.items() for s in self.seeds}
         chained = {v for chain in chains for v in chain}
         groups = [list(chain) for chain in chains] + [[v] for v in variants if v not in chained]
         done = train_runs(self.stage, runs, options, jobs=self.opts.jobs,
-                          chains=[[run_name(v, s) for v in g] for g in groups for s in self.seeds])
+                          chains=[[run_name(v, s) for v in g] for g in groups for s in self.seeds],
+                          later=[(run_name(v, s), of_seed(r, s)) for v, r in (later or {}).items() for s in self.seeds])
         return {v: [done[run_name(v, s)] for s in self.seeds] for v in variants}
 
     def summary(self, title, variants, best, rows, conclusion, **extra):

@@ -30,7 +30,8 @@ from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .io import read_json, write_json
 from .learner import build_model, fit_recipe, make_learner, seed_everything, setup_torch
-from .machine import environment_info, use_bf16
+from .machine import environment_info, machine_info
+from .progress import RunProgress
 from .recipe import describe_model
 from .tables import plot_curves
 
@@ -99,9 +100,10 @@ def train_run(recipe, run_dir, options=RunOptions()):
     learn.path, learn.model_dir = run_dir, '.'
     if is_rank0(): run_dir.mkdir(parents=True, exist_ok=True)
     n_params, n_trainable = count_params(model), count_params(model, trainable_only=True)
-    precision = 'bf16 mixed' if use_bf16(recipe.precision) else 'fp32'
+    machine = machine_info(recipe.precision, getattr(data.dls, 'device', None))  # where and in what precision, and why
     config = dict(recipe=recipe.to_dict(), run=run_dir.name, model=describe_model(recipe), data=data.info,
-                  params=n_params, trainable_params=n_trainable, precision=precision, environment=environment_info())
+                  params=n_params, trainable_params=n_trainable, precision=machine['precision_words'], machine=machine,
+                  environment=environment_info())
     if is_rank0():
         if (run_dir / 'config.json').exists():
             if read_json(run_dir / 'config.json').get('recipe') != recipe.to_dict():
@@ -111,7 +113,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     start, best, extra = resume(learn, run_dir, recipe, stats)
     learn.first_epoch = start
     monitor = None if recipe.train_on_valid else recipe.monitor
-    cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name),
+    cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name, recipe, data.info),
            Checkpoints(run_dir, recipe, monitor, best, stats), *extra]
     t0 = time.perf_counter()
     fit_recipe(learn, recipe, cbs)

@@ -3,11 +3,14 @@
 
 Two workloads: the baseline ResNet (`SPEC`: 32-64-128-256 x [2,2,2,2], 64 px, Tiny ImageNet) and the U-Net (`UNET`:
 base 32, 128 px, moon data). Each is trained the same way on each path: the same recipe, model and initial weights,
-batch size and precision (bf16 autocast on a GPU, fp32 on a CPU), one warm-up epoch, then `--epochs` timed epochs.
+batch size and precision, one warm-up epoch, then `--epochs` timed epochs. `--precision` (default auto: bf16 on a
+GPU with native bf16, fp16 mixed with loss scaling on older CUDA GPUs, fp32 on MPS and the CPU; see `lab.machine`)
+and `--device` choose them as for a training script; the table and config.json record the precision used.
 
   a  plain PyTorch loop, the ceiling: the whole train set as one float tensor on the device (decoded and normalised
      once), a random permutation per epoch, batches by indexing, no augmentation, no metrics, no validation; the
-     recipe's torch optimiser (Adam/AdamW, fused on a GPU), the recipe's loss, bf16 autocast + channels_last on a GPU.
+     recipe's torch optimiser (Adam/AdamW, fused on a GPU), the recipe's loss, autocast (bf16, or fp16 with torch's
+     GradScaler) + channels_last on a CUDA GPU.
   b  the lab's path end to end, as a stage run trains: `build_data(recipe)` (images decoded once into a cached uint8
      tensor, gathered and augmented on the device) + `make_learner` + `fit_recipe` (the recipe's fit or one-cycle
      schedule) with the stage callbacks that write metrics.csv and the checkpoints (into a temporary folder), i.e.
@@ -15,8 +18,9 @@ batch size and precision (bf16 autocast on a GPU, fp32 on a CPU), one warm-up ep
   c  fastai's default file path: the same DataBlock without `to_device_dls` (each image opened and decoded per item,
      every epoch, `loader_workers()` worker processes), fastai's own `Learner` defaults: fastai's Adam, a per-batch
      `AvgMetric` (`accuracy`; pixel accuracy for the 1-logit U-Net), the progress bar (kept: its per-batch
-     `smooth_loss.item()` and bar updates; its output goes to /dev/null), bf16 through fastai's `MixedPrecision` on a
-     GPU, the model in the default memory format (no channels_last). Same loss, lr, wd and schedule as b.
+     `smooth_loss.item()` and bar updates; its output goes to /dev/null), mixed precision through fastai's
+     `MixedPrecision` on a CUDA GPU, the model in the default memory format (no channels_last). Same loss, lr, wd and
+     schedule as b.
 
 Columns: `*_images_per_s` = training images of the timed epochs / their wall time; for b and c an epoch is counted
 from the end of the previous epoch to the end of this one (training, validation, metrics, callbacks, loader start-up),
@@ -43,7 +47,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
@@ -56,14 +59,14 @@ from data.tiny_imagenet import read_wnids
 from lab.cli import script
 from lab.data import build_data, resolve_data
 from lab.losses import seg_loss
-from lab.machine import default_device, loader_workers, use_bf16
-from lab.recipe import pick_profile
-from lab.recipe import SPEC, UNET, scale_to_profile
+from lab.machine import DEVICE_HELP, announce, loader_workers, resolve_precision, select_device
+from lab.recipe import PRECISIONS, SPEC, UNET, pick_profile, scale_to_profile
 from lab.tables import markdown_table, write_table
 from lab.machine import environment_info
 from lab.results import stage_dir
 from lab.io import write_json
-from lab.learner import TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, seed_everything, setup_torch
+from lab.learner import (TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, precision_callbacks, seed_everything,
+                         setup_torch)
 from lab.checkpoint import Checkpoints
 from lab.train import EpochLog, MetricsCSV
 
@@ -73,6 +76,7 @@ WARMUP_EPOCHS = 1
 
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
+    elif device.type == 'mps': torch.mps.synchronize()
 
 
 def _now(device):
@@ -113,8 +117,9 @@ def train_tensors(data, device, channels_last):
     return x, y
 
 
-def plain_loop(recipe, data, device, bf16, epochs):
-    "(images/s, training images per epoch) of a bare training loop over the train set held on the device."
+def plain_loop(recipe, data, device, precision, epochs):
+    """(images/s, training images per epoch) of a bare training loop over the train set held on the device, in
+    `precision` (bf16 or fp16 autocast, fp16 with torch's GradScaler; fp32)."""
     cl = device.type == 'cuda'  # channels_last on a GPU, as make_learner does
     x, y = train_tensors(data, device, channels_last=cl)
     seed_everything(recipe.seed, recipe.deterministic)
@@ -123,6 +128,8 @@ def plain_loop(recipe, data, device, bf16, epochs):
     fused = dict(fused=True) if device.type == 'cuda' and recipe.opt != 'sgd' else {}
     opt = TORCH_OPTIMIZERS[recipe.opt](model.parameters(), lr=recipe.lr, weight_decay=recipe.wd, **fused)
     loss_fn, bs, n = _plain_loss(recipe), data.dls.train.bs, len(x)
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')  # fp16's range needs loss scaling
     steps = n // bs  # like the lab's train loader, which drops its last partial batch
 
     def epoch():
@@ -130,9 +137,9 @@ def plain_loop(recipe, data, device, bf16, epochs):
         for i in range(steps):
             idx = perm[i * bs:(i + 1) * bs]
             xb = x[idx].contiguous(memory_format=torch.channels_last) if cl else x[idx]  # no copy when it already is
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None):
                 loss = loss_fn(model(xb), y[idx])
-            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
         return steps * bs
 
     for _ in range(WARMUP_EPOCHS): epoch()
@@ -206,7 +213,7 @@ def pixel_accuracy(inp, targ):
     return ((inp.as_subclass(Tensor) > 0).squeeze(1).long() == targ.as_subclass(Tensor).long()).float().mean()
 
 
-def fastai_default_path(recipe, device, bf16, epochs, debug):
+def fastai_default_path(recipe, device, precision, epochs, debug):
     "c: fastai's default Learner on the file-based DataLoaders."
     seed_everything(recipe.seed, recipe.deterministic)
     dls = build_data(recipe, device, say=False, in_memory=False).dls  # the lab's DataBlock, decoded from the files
@@ -216,7 +223,7 @@ def fastai_default_path(recipe, device, bf16, epochs, debug):
     loss = CrossEntropyLossFlat() if classify else seg_loss(recipe.loss)
     meter = EpochMeter(device)
     learn = Learner(dls, model, loss_func=loss, metrics=accuracy if classify else pixel_accuracy, wd=recipe.wd,
-                    cbs=[MixedPrecision(amp_mode='bf16')] if bf16 else None)
+                    cbs=precision_callbacks(precision) or None)
     fit = learn.fit_one_cycle if recipe.schedule == 'one_cycle' else learn.fit
     with _silenced(debug): fit(WARMUP_EPOCHS + epochs, recipe.lr, cbs=[meter])
     return dict(meter.result(), callbacks=_cb_names(learn, [meter]), optimizer=f'fastai.optimizer.{learn.opt_func.__name__}')
@@ -240,13 +247,13 @@ def _peak(device):
 
 def measure(kind, recipe, device, epochs, debug):
     "The table row of one workload: a, b and c on `recipe`."
-    bf16 = use_bf16(recipe.precision)
+    precision = resolve_precision(recipe.precision, device)[0]
     setup_torch()
     data = build_data(recipe, device=device)
     results, peaks = {}, {}
-    paths = dict(a=lambda: plain_loop(recipe, data, device, bf16, epochs),
+    paths = dict(a=lambda: plain_loop(recipe, data, device, precision, epochs),
                  b=lambda: lab_path(recipe, data, device, epochs, debug),
-                 c=lambda: fastai_default_path(recipe, device, bf16, epochs, debug))
+                 c=lambda: fastai_default_path(recipe, device, precision, epochs, debug))
     for name, run in paths.items():
         _peak_reset(device)
         results[name] = run()
@@ -254,7 +261,7 @@ def measure(kind, recipe, device, epochs, debug):
         print(f"{WORKLOADS[kind][0]} {name}: {results[name]['images_per_s']:,.1f} images/s", flush=True)
     speed = {k: round(r['images_per_s'], 1) for k, r in results.items()}
     row = dict(workload=f"{WORKLOADS[kind][0]} {recipe.size} px", device=_device_name(device),
-               precision=('bf16' if bf16 else 'fp32') + (' + channels_last' if device.type == 'cuda' else ''),
+               precision=precision + (' + channels_last' if device.type == 'cuda' else ''),
                batch=data.dls.train.bs,
                n_train=data.info['n_train'], n_valid=data.info['n_valid'], timed_epochs=epochs,
                **{f'{k}_train_images': r['train_images'] for k, r in results.items()},
@@ -286,31 +293,40 @@ def flags(p):
     p.add_argument('--moon', default=None, help='moon folder (default: known places, else generated)')
     p.add_argument('--epochs', type=int, default=None, help='timed epochs after the warm-up one (default: 1 quick, 2 full)')
     p.add_argument('--only', choices=tuple(WORKLOADS), default=None, help='one workload only')
+    p.add_argument('--precision', choices=PRECISIONS, default='auto',
+                   help='auto (bf16 on a GPU with native bf16, fp16 mixed with loss scaling on older CUDA GPUs, fp32 on '
+                        'MPS and the CPU), bf16, fp16 or fp32; recorded in the table and config.json')
+    p.add_argument('--device', default=None, help=DEVICE_HELP + ' (default: auto)')
 
 
 def run(args):
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs {args.epochs}: expected a whole number >= 1 (timed epochs after the warm-up)")
+    device = select_device(args.device)
     profile = pick_profile(args.quick, args.full)
+    machine = announce(args.precision)  # a precision the device cannot serve stops here, before anything is timed
     epochs = args.epochs or (2 if profile == 'full' else 1)
-    device = default_device()
     kinds = [args.only] if args.only else list(WORKLOADS)
     # every data folder is found (or refused) before anything is timed
-    recipes = {k: workload_recipe(k, profile, args.data if k == 'resnet' else args.moon) for k in kinds}
+    recipes = {k: replace(workload_recipe(k, profile, args.data if k == 'resnet' else args.moon),
+                          precision=args.precision) for k in kinds}
     rows, configs = [], {}
     for kind, recipe in recipes.items():
         row, configs[kind] = measure(kind, recipe, device, epochs, args.debug)
         rows.append(row)
     env = environment_info()
-    title = f"Epoch cost, images/s: a plain loop, b lab path, c fastai default ({env['device']}, {profile} profile)"
+    title = (f"Epoch cost, images/s: a plain loop, b lab path, c fastai default ({env['device']}, "
+             f"{machine['precision_words']}, {profile} profile)")
     notes = ("a: plain PyTorch loop on the train set held on the device (no augmentation, metrics or validation). "
              "b: the lab's build_data + make_learner + fit_recipe, whole epochs (augmentation, metrics, validation, "
              "checkpoints). c: fastai's default file DataBlock path and Learner (fastai Adam, AvgMetric, progress bar, "
-             "MixedPrecision on a GPU, no channels_last). *_train_images_per_s: training phase only. "
+             "MixedPrecision on a CUDA GPU, no channels_last). *_train_images_per_s: training phase only. "
+             f"Precision: {machine['precision_words']} ({machine['precision_reason']}). "
              f"{WARMUP_EPOCHS} warm-up epoch, then {epochs} timed. Compare numbers only within this table.")
     with stage_dir(args.out, 'benchmark') as folder:
         df = write_table(rows, folder, title=title, notes=notes)
         write_json(folder / 'config.json', dict(profile=profile, warmup_epochs=WARMUP_EPOCHS, timed_epochs=epochs,
+                                                precision=machine['precision'], machine=machine,
                                                 loader_workers=loader_workers(), workloads=configs, environment=env))
         print(f"\n# {title}\n\n{markdown_table(df)}\n{notes}")
     return df

@@ -39,7 +39,8 @@ def run(recipe, opts):
         reasons = why(opts, ctx.recipe, reason)
         print('\n'.join(['why this configuration:'] + reasons))
         variants = ablation_variants(ctx.recipe) if opts.extra['ablation'] else {}
-        runs = ctx.train({k: r for k, (_, r) in variants.items()}, RunOptions(test=True, figures=False))
+        runs = ctx.train({k: r for k, (_, r) in variants.items()}, RunOptions(test=True, figures=False),
+                         later={'final': replace(ctx.recipe, train_on_valid=True)})  # for the time estimate
         rows = ablation_rows(variants, runs)
         final, best, tta = (choose_final(rows, variants, runs) if rows else
                             (replace(ctx.recipe, train_on_valid=True), None, None))

@@ -47,6 +47,7 @@ def test_table_has_a_b_c_for_both_workloads(bench):
     assert (table['data_path'] == 'cpu').all() and (table['c_data_path'] == 'file (0 workers)').all()
     assert (folder / 'table.md').read_text().count('\n|---') == 1 and set(config['workloads']) == {'resnet', 'unet'}
     assert config['timed_epochs'] == 1 and config['warmup_epochs'] == 1
+    assert config['precision'] == 'fp32' and config['machine']['precision_reason'].startswith('auto on the CPU')
 
 
 def test_paths_see_the_same_training_images(bench):
