@@ -10,7 +10,7 @@ Times go to results/run_all/<timestamp>/times.json.
 """
 import importlib, sys, time
 
-from lab.cli import parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags, script
+from lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags, script
 from lab.io import write_json
 from lab.recipe import pick_profile
 from lab.results import stage_dir
@@ -41,10 +41,15 @@ def argv_for(name, data_kind, trains, args, profile):
     argv += ['--seeds', args.seeds] if args.seeds else []
     argv += ['--resume'] if args.resume else []
     argv += ['--tiny', args.data] if name == 'task3_unet_backbone' and getattr(args, 'data', None) else []
-    return argv + recipe_argv(args, skip=('data',))
+    # a recipe flag only the other task reads (e.g. --classes for the moon scripts) goes to the scripts that read it
+    other = TASK_ONLY['segment' if data_kind == 'tiny' else 'classify']
+    return argv + recipe_argv(args, skip=('data', *other))
 
 
 def run(args):
+    for flag, value in (('--from', args.from_), ('--config', args.config), ('--lr-find', args.lr_find)):
+        if value: raise ValueError(f"{flag}: run_all.py does not take it (every stage reads the newest finished one "
+                                   f"before it); give it to a single stage's script")
     profile = pick_profile(args.quick, args.full)
     if args.seeds: parse_seeds(args.seeds)
     parse_jobs(args.jobs)
