@@ -47,7 +47,13 @@ class Data:
         train and valid items too. A file PIL cannot read stops here,
         before the first epoch, with its path. Each set is checked once: a mark under the cache's key remembers it.
         Segmentation: a split none of whose masks holds rock gets a caveat (its IoU and Dice are undefined).
-        `say`: print the caveats found here. Returns self."""
+        `say`: print the caveats found here. Returns self. Global RNG states are left as they were (the loaders made
+        here draw their seeds from Python's `random`), so checking changes no run's numbers."""
+        from .device_data import _rng_preserved
+        with _rng_preserved(): self._check(say)
+        return self
+
+    def _check(self, say):
         from .device_data import check_items, item_cache
         segment = self.info['task'] == 'segment'
         if self.info['data_path'] not in ('device', 'pinned', 'cpu'):  # the file path: nothing decoded yet
@@ -63,7 +69,6 @@ class Data:
         if segment:  # the real Kaggle frame(s) every U-Net run scores after training (sim-to-real)
             from .device_data import check_item_files
             for pair in (real_moon_pair() or (None, []))[1]: check_item_files(pair)
-        return self
 
     def _no_rock_caveat(self, split, rock, say):
         "Add (and with `say` print) the caveat of a split whose masks hold no rock (`rock` False)."

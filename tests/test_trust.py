@@ -312,6 +312,12 @@ def test_data_read_file_by_file_is_checked_whole_once(tiny3, tmp_path, monkeypat
     assert len(marks) == 3 and not list(device_data.cache_dir_for(data).glob('*.pt'))  # train, valid, test; no cache
     monkeypatch.setattr(device_data, '_do_item', lambda dl, i: pytest.fail('decoded again'))
     build_data(recipe, in_memory=False, say=False).check()  # the marks stand for the decode
+    monkeypatch.undo()
+    import random
+    data = build_data(recipe, say=False)  # in memory: the check decodes (and caches) the test images
+    before = random.getstate(), torch.get_rng_state()
+    data.check()
+    assert random.getstate() == before[0] and torch.equal(torch.get_rng_state(), before[1])  # no run's numbers move
 
 
 def test_a_bad_real_frame_is_named_before_a_unet_trains(synthetic_moon, tmp_path, monkeypatch, capsys):
