@@ -91,8 +91,8 @@ def save_checkpoint(obj, path):
 
 class Checkpoints(Callback):
     """The best epoch's weights (model.pth, by `monitor`; the last epoch when `monitor` is None or its value undefined)
-    and the resume state of the last finished epoch (last.pth: model, optimiser, RNG states, smoothed loss, statistics), both written
-    atomically, so a kill mid-write leaves the previous file whole.
+    and the resume state of the last finished epoch (last.pth: model, optimiser, RNG states, smoothed loss,
+    statistics), both written atomically, so a kill mid-write leaves the previous file whole.
 
     Replaces fastai's SaveModelCallback: that one writes weights only, in place, and forgets the best value on resume;
     here the checkpoint carries its recipe, so `load_checkpoint` rebuilds the model without any other file."""

@@ -7,8 +7,9 @@ a run trains is resolved in this order: the script's `RECIPE`, scaled to the pro
 --full); or, with `--config <run>/config.json`, that run's saved recipe as it is; then every flag given on the
 command line. The model flags are the keys of the script's model config (e.g. --channels 32,64,128 --act gelu).
 
-Errors are one line naming the flag or file and what was expected (exit code 2); `--debug` or LAB_DEBUG=1 shows the
-traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.results.Stage`) and exits with 130.
+Errors are one line naming the flag or file and what was expected (exit code 2); so is a flag the invocation would
+ignore (`--from` where no earlier stage is read, a recipe or model flag of another task or model family, a script's own
+flags with --config). `--debug` or LAB_DEBUG=1 shows the traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.results.Stage`) and exits with 130.
 """
 import argparse, os, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
@@ -199,8 +200,8 @@ def _check_fits(recipe, overrides, model_overrides, source):
                          f"family with --config, or drop --arch")
     unused = [k for k in overrides if k in TASK_ONLY['segment' if recipe.task == 'classify' else 'classify']]
     if unused:
-        raise ValueError(f"{_flag(unused[0])}: not used by the {family}: it applies to "
-                         f"{'segmentation (moon)' if recipe.task == 'classify' else 'classifiers (Tiny ImageNet)'} only")
+        other = 'segmentation (moon)' if recipe.task == 'classify' else 'classifiers (Tiny ImageNet)'
+        raise ValueError(f"{_flag(unused[0])}: not used by the {family}: it applies to {other} only")
 
 
 def resolve_recipe(default, args):

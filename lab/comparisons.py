@@ -21,8 +21,8 @@ from .metrics import is_undefined
 from .lookup import latest_stage_summary
 from .train import RunOptions, load_history
 
-__all__ = ['classifier_row', 'seg_row', 'seg_table_rows', 'run_resnet_stage', 'overfitting_text', 'blocks_variants', 'activation_variants',
-           'ACTIVATIONS', 'experiments_table', 'STAGE_LABELS', 'plot_stats_side_by_side']
+__all__ = ['classifier_row', 'seg_row', 'seg_table_rows', 'run_resnet_stage', 'overfitting_text', 'blocks_variants',
+           'activation_variants', 'ACTIVATIONS', 'experiments_table', 'STAGE_LABELS', 'plot_stats_side_by_side']
 
 
 def blocks_variants(base):

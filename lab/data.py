@@ -151,7 +151,8 @@ def build_data(recipe, device=None, say=True, in_memory=None):
         counts = f"{info['n_train']} train / {info['n_valid']} valid / {info['n_test']} test"
         print(f"data: {root} ({source}); {counts} {'images' if recipe.task == 'classify' else 'frames'} at "
               f"{recipe.size} px, {path}" + ("; test = the official val split" if recipe.task == 'classify' else ''))
-        if 'bs_note' in info: print(f"NOTICE: {info['bs_note']}: the batch used is {info['bs']} (config.json records it)")
+        if 'bs_note' in info:
+            print(f"NOTICE: {info['bs_note']}: the batch used is {info['bs']} (config.json records it)")
         for text in caveats: print(f"WARNING: {text}")
     return data
 

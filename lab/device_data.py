@@ -22,8 +22,8 @@ from fastai.vision.augment import RandTransform, Resize, ResizeMethod
 from data.locate import data_home
 from .io import atomic_write
 
-__all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'check_items', 'check_item_files', 'is_image_file', 'DeviceDL',
-           'to_device_dls']
+__all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'check_items', 'check_item_files', 'is_image_file',
+           'DeviceDL', 'to_device_dls']
 
 CACHE_VERSION = 1  # bump when the file format or what a cache holds changes: old files then stop matching
 GiB = 2**30
@@ -259,7 +259,7 @@ def check_items(dl, root):
     """Run the item pipeline of `dl` over its whole dataset once and keep nothing but a mark that it passed
     (`<key>.checked` beside the caches, under the same key as `item_cache`): the check of data read file by file
     (too big to cache in memory). An item that fails raises, naming its file, as in `item_cache`. Returns, per tuple
-    element, whether it was nonzero anywhere (e.g. whether any mask holds rock), as `item_cache`'s tensors would tell."""
+    element, whether it was nonzero anywhere (e.g. whether any mask holds rock), as `item_cache`'s tensors tell."""
     if not hasattr(dl.dataset, 'items') or not len(dl.dataset): return ()
     key = _cache_key(dl)
     mark = cache_dir_for(root)/f'{key}.checked'

@@ -1,13 +1,14 @@
 """Training a stage's runs: one after another, or `--jobs N` at a time in separate processes spread over the GPUs.
 
 Every run seeds itself from its recipe and takes the same torch thread count whatever `--jobs` is
-(`lab.machine.cpu_threads`), so running runs side by side gives the numbers they give one after another. A run that fails does not stop the
-others: the finished ones stay finished, and the failures are reported together at the end (`RunsFailed`).
-Under torchrun (DDP) the runs go one after another, each trained by all processes together.
+(`lab.machine.cpu_threads`), so running runs side by side gives the numbers they give one after another. A run that
+fails does not stop the others: the finished ones stay finished, and the failures are reported together at the end
+(`RunsFailed`). Under torchrun (DDP) the runs go one after another, each trained by all processes together.
 """
 import multiprocessing as mp
 import os, signal, sys, traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+
 import torch
 
 from .machine import cpu_threads, n_gpus

@@ -15,8 +15,8 @@ from fastai.metrics import Metric
 
 from .distributed import all_reduce_sum
 
-__all__ = ['seg_stats', 'iou_score', 'dice_score', 'is_undefined', 'score_text', 'pixel_accuracy', 'IoU', 'DiceScore', 'PixelAccuracy',
-           'seg_metrics', 'DeviceAccuracy', 'align_masks']
+__all__ = ['seg_stats', 'iou_score', 'dice_score', 'is_undefined', 'score_text', 'pixel_accuracy', 'IoU', 'DiceScore',
+           'PixelAccuracy', 'seg_metrics', 'DeviceAccuracy', 'align_masks']
 
 
 def align_masks(logits, target):

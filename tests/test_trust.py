@@ -300,7 +300,7 @@ def test_data_read_file_by_file_is_checked_whole_once(tiny3, tmp_path, monkeypat
     from lab import device_data
     from lab.data import build_data, resolve_data
     from lab.recipe import SPEC, scale_to_profile
-    data = shutil.copytree(tiny3, tmp_path / 'tiny')
+    data = shutil.copytree(tiny3, tmp_path / 'tiny', ignore=shutil.ignore_patterns('.lab-cache'))  # no caches yet
     recipe = resolve_data(replace(scale_to_profile(SPEC, 'quick'), data=str(data), classes='3', size=16, bs=8))
     bad = _truncate(load_tiny_imagenet(data, n_classes=3).valid[2][0])
     with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: not a readable image"):

@@ -229,7 +229,7 @@ def _classifier(out, f):
                      f"{_pct(tlo)}-{_pct(thi)} (n={r.get('n_test')})" if tlo is not None else '-',
                      _epoch(r.get('best_epoch')), r.get('n_seeds')])
     items.append(markdown_rows(['model', 'configuration', 'params (M)', 'valid acc', 'Wilson 95%', 'test acc',
-                                'Wilson 95%', 'best epoch', 'seeds'], rows))
+                                'Wilson 95%', 'best epoch', 'seeds'], rows) + f"\n\nBest epoch: {EPOCHS_FROM_0}.")
     items.append(_embed(f.run / 'per_class.md') if f.run else None)
     items += [_figs(_fig(f.run, 'accuracy.png', 'accuracy per epoch'), _fig(f.run, 'loss.png', 'loss per epoch'),
                     _fig(f.run, 'confusion_matrix.png', 'confusion matrix on the test set'),
