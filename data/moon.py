@@ -122,17 +122,20 @@ class MoonSplits:
     valid: list = field(repr=False)
     test: list = field(repr=False)
     notes: str = ''
+    shared: bool = False  # one frame serves as train, valid and test: nothing is held out
 
 
-def moon_splits(root, valid_pct=0.2, test_pct=0.0, seed=42, max_items=None):
+def moon_splits(root, valid_pct=0.2, test_pct=0.0, seed=42, max_items=None, say=True):
     """The pairs of `root` (the first `max_items`), split at random (seeded) into train, valid (`valid_pct`) and test
-    (`test_pct`) frames. One pair alone serves as train, valid and test, said loudly: its metrics are not held out."""
+    (`test_pct`) frames. One pair alone serves as train, valid and test (`shared`), said loudly (`say`; the lab's
+    `build_data` says it itself and saves it with the results): its metrics are not held out."""
     if max_items is not None and max_items < 1: raise ValueError(f"max_items={max_items}: expected at least 1")
     pairs = moon_pairs(root)[slice(max_items)]
     if len(pairs) < 2:
-        print(f"WARNING: only one render/ground pair ({pairs[0][0].name} of {root}): it is used for train, valid "
-              f"and test, so the valid and test metrics are NOT held-out metrics.")
-        return MoonSplits(Path(root), pairs, pairs, pairs if test_pct else [], 'one pair: not held out')
+        if say: print(f"WARNING: only one render/ground pair ({pairs[0][0].name} of {root}): it is used for train, "
+                      f"valid and test, so the valid and test metrics are NOT held-out metrics.")
+        return MoonSplits(Path(root), pairs, pairs, pairs if test_pct else [],
+                          'one frame shared by train, valid and test: not held out', shared=True)
     order = np.random.default_rng(seed).permutation(len(pairs))
     n_test = min(max(round(test_pct * len(pairs)), int(test_pct > 0)), len(pairs) - 2) if test_pct else 0
     n_valid = min(max(round(valid_pct * len(pairs)), 1), len(pairs) - n_test - 1)

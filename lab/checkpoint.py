@@ -90,9 +90,9 @@ def save_checkpoint(obj, path):
 
 
 class Checkpoints(Callback):
-    """The best epoch's weights (model.pth, by `monitor`; the last epoch when `monitor` is None) and the resume state
-    of the last finished epoch (last.pth: model, optimiser, RNG states, smoothed loss, statistics), both written
-    atomically, so a kill mid-write leaves the previous file whole.
+    """The best epoch's weights (model.pth, by `monitor`; the last epoch when `monitor` is None or its value undefined)
+    and the resume state of the last finished epoch (last.pth: model, optimiser, RNG states, smoothed loss,
+    statistics), both written atomically, so a kill mid-write leaves the previous file whole.
 
     Replaces fastai's SaveModelCallback: that one writes weights only, in place, and forgets the best value on resume;
     here the checkpoint carries its recipe, so `load_checkpoint` rebuilds the model without any other file."""
@@ -109,7 +109,9 @@ class Checkpoints(Callback):
         if not is_rank0(): return
         model = get_model(self.learn.model)
         value = self.recorder.values[-1][self.idx] if self.monitor else None
-        if self.monitor is None or self.best is None or (value is not None and value > self.best[1]):
+        # an undefined value (nan: valid IoU of masks without rock) cannot pick an epoch: the last one is kept
+        undefined = value is None or value != value
+        if self.monitor is None or self.best is None or undefined or value > self.best[1]:
             self.best = (self.epoch, value)
             save_checkpoint(dict(model=model.state_dict(), recipe=self.recipe.to_dict(), epoch=self.epoch,
                               monitor=self.monitor, value=value), self.run_dir / 'model.pth')
@@ -162,5 +164,6 @@ def resume(learn, run_dir, recipe, stats):
     learn.opt.load_state_dict(state['opt'])
     _set_rng_state(learn, state['rng'])
     for s, st in zip(stats, state['stats']): s.load_state(st)
-    print(f"{Path(run_dir).name}: resuming after epoch {state['epoch'] + 1} of {recipe.epochs}")
+    print(f"{Path(run_dir).name}: resuming after epoch {state['epoch']} ({state['epoch'] + 1} of {recipe.epochs} "
+          f"epochs done; epochs count from 0)")
     return state['epoch'] + 1, tuple(state['best']), [_RestoreSmoothLoss(*state['smooth'])]

@@ -7,8 +7,9 @@ a run trains is resolved in this order: the script's `RECIPE`, scaled to the pro
 --full); or, with `--config <run>/config.json`, that run's saved recipe as it is; then every flag given on the
 command line. The model flags are the keys of the script's model config (e.g. --channels 32,64,128 --act gelu).
 
-Errors are one line naming the flag or file and what was expected (exit code 2); `--debug` or LAB_DEBUG=1 shows the
-traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.results.Stage`) and exits with 130.
+Errors are one line naming the flag or file and what was expected (exit code 2); so is a flag the invocation would
+ignore (`--from` where no earlier stage is read, a recipe or model flag of another task or model family, a script's own
+flags with --config). `--debug` or LAB_DEBUG=1 shows the traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.results.Stage`) and exits with 130.
 """
 import argparse, os, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
@@ -31,7 +32,8 @@ RUNTIME_HELP = dict(
     resume='continue the newest unfinished invocation of this stage: finished runs are kept, an interrupted run '
            'continues from its last finished epoch',
     config="a run's config.json: train exactly that recipe again, into <out>/rerun/ (flags given as well override it)",
-    from_="a stage folder to take the previous stage's choice from (default: the newest finished one on the same data)",
+    from_="a finished stage folder to take the previous stage's choice from (default: the newest finished one on the "
+          "same data); only the scripts that read an earlier stage take it",
     lr_find="run fastai's lr_find for the stage's first configuration, save the plot and suggestions, and stop",
     debug='show the full traceback on errors',
 )
@@ -169,6 +171,42 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(f"{self.prog}: error: {message} (see --help)")
 
 
+# Recipe fields only one task reads: given for the other, they would be ignored (the moon frames have no classes, a
+# U-Net's loss no label smoothing...), so they are refused instead.
+TASK_ONLY = {'classify': ('classes', 'label_smoothing', 'tta', 'mix', 'train_on_valid'), 'segment': ('test_pct',)}
+FAMILIES = {'resnet': 'ResNet classifier', 'unet': 'U-Net', 'backbone_unet': 'backbone U-Net'}
+
+
+def _model_keys(arch):
+    "The model-config keys the model of `arch` accepts (its constructor's arguments the lab does not set itself)."
+    import inspect
+    from arch.resnet import ResNet
+    from arch.unet import BackboneUNet, UNet
+    cls = {'resnet': ResNet, 'unet': UNet, 'backbone_unet': BackboneUNet}[arch]
+    return [k for k in inspect.signature(cls).parameters if k not in ('n_classes', 'in_ch')]
+
+
+def _check_fits(recipe, overrides, model_overrides, source):
+    """A ValueError naming the flag when a given flag does not fit the recipe's model family: a model flag of another
+    family (e.g. --channels for a U-Net), --arch for another family's model config, or a recipe field only the other
+    task reads. `source`: where the recipe came from, for the message."""
+    family = f"{FAMILIES[recipe.arch]} ({recipe.arch}, from {source})"
+    accepted = _model_keys(recipe.arch)
+    for key in model_overrides:
+        if key not in accepted:
+            raise ValueError(f"{_flag(key)}: not a model flag of the {family}; its model flags are "
+                             f"{', '.join(_flag(k) for k in recipe.model if k in accepted) or 'none'}")
+    odd = [k for k in recipe.model if k not in accepted]
+    if odd:
+        raise ValueError(f"--arch {recipe.arch}: the model config {dict(recipe.model)} is not one of a "
+                         f"{FAMILIES[recipe.arch]} ({', '.join(odd)} are not its arguments); give a config of its "
+                         f"family with --config, or drop --arch")
+    unused = [k for k in overrides if k in TASK_ONLY['segment' if recipe.task == 'classify' else 'classify']]
+    if unused:
+        other = 'segmentation (moon)' if recipe.task == 'classify' else 'classifiers (Tiny ImageNet)'
+        raise ValueError(f"{_flag(unused[0])}: not used by the {family}: it applies to {other} only")
+
+
 def resolve_recipe(default, args):
     "The recipe to train: `default` scaled to the profile, or the --config recipe; then the flags given."
     given = vars(args)
@@ -180,8 +218,26 @@ def resolve_recipe(default, args):
     else:
         recipe = scale_to_profile(default, pick_profile(args.quick, args.full))
     recipe = replace(recipe, **overrides)
+    source = args.config or (f"--arch {recipe.arch}" if 'arch' in overrides else "the script's recipe")
+    _check_fits(recipe, overrides, model_overrides, source)
     if model_overrides: recipe = replace(recipe, model=dict(recipe.model, **model_overrides))
     return recipe, model_overrides
+
+
+def _check_used(parser, args, prog, reads):
+    """A ValueError naming a runtime or script flag that this invocation would ignore: --from where no earlier stage
+    is read (`reads` None, or a --config rerun), the script's own flags with --config (a rerun trains the saved
+    recipe alone)."""
+    if args.from_ and (reads is None or args.config):
+        why = (f"--config retrains the saved recipe of {args.config} as it is and reads no stage" if args.config else
+               f"{prog} reads no earlier stage (it trains its own recipe)")
+        raise ValueError(f"--from {args.from_}: {why}, so there is nothing to take from it; drop --from")
+    if args.config:
+        for name in parser.own_flags:
+            if getattr(args, name) != parser.get_default(name):
+                flag = next(a.option_strings[0] for a in parser._actions if a.dest == name)
+                raise ValueError(f"{flag}: not used with --config, which retrains the saved recipe of {args.config} "
+                                 f"alone, without {prog}'s own steps; drop {flag}")
 
 
 def _options(args, recipe, model_overrides, extra_names=()):
@@ -204,7 +260,7 @@ def one_line_errors(debug=False):
     except SystemExit: raise
     except KeyboardInterrupt as e:
         if debug: traceback.print_exc()
-        print(f"interrupted ({e or 'Ctrl-C'}): finished runs are kept; rerun the same command with --resume "
+        print(f"interrupted ({str(e) or 'Ctrl-C'}): finished runs are kept; rerun the same command with --resume "
               f"to continue", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as e:
@@ -226,14 +282,16 @@ def _message(e):
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def script(body, flags=None, recipe=None):
+def script(body, flags=None, recipe=None, reads=None):
     """`main(argv=None)` of a script: its module docstring as --help, the flags `flags(parser)` adds, --debug, then
     `body`, inside the lab's one-line errors (`one_line_errors`).
 
     With `recipe` (a training script): every Recipe field and every key of `recipe.model` is a flag too, and so are
     the runtime flags (--out, --seeds, --jobs, --resume, --config, --from, --lr-find); `body(recipe, opts)` gets the
     recipe resolved from `recipe`, the profile, --config and the flags, and the runtime `Options`, whose `extra` holds
-    the values of the flags `flags` added. Otherwise `body(args)` gets the parsed flags."""
+    the values of the flags `flags` added. Otherwise `body(args)` gets the parsed flags. `reads`: the earlier stage
+    the script takes its choice from (what --from names); without it --from is refused, as is any flag the
+    invocation would ignore (`_check_fits`, `_check_used`)."""
     module = sys.modules[body.__module__]
     prog = os.path.basename(getattr(module, '__file__', None) or body.__module__)
 
@@ -259,6 +317,7 @@ def script(body, flags=None, recipe=None):
         with one_line_errors(args.debug):
             if recipe is None: return body(args)
             init_distributed()  # under torchrun: one model trained by every process (DDP)
+            _check_used(p, args, prog, reads)
             select_device(args.device)  # before the profile, which follows the device (full on a GPU)
             resolved, model_overrides = resolve_recipe(recipe, args)
             announce(resolved.precision)  # device and precision, and why (a bad ask fails here, before any folder)

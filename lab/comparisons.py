@@ -14,13 +14,15 @@ import numpy as np
 from .callbacks import ActivationStatsLite, GradientStats, plot_layer_profiles, plot_runs_over_steps
 from .recipe import describe_model
 from .stats import compare, mean_std, seed_interval
-from .tables import plot_overlay, write_table
+from .tables import EPOCHS_FROM_0, plot_overlay, write_table
 from .stage import run_stage
+from .learner import build_model
+from .metrics import is_undefined
 from .lookup import latest_stage_summary
 from .train import RunOptions, load_history
 
-__all__ = ['classifier_row', 'seg_row', 'run_resnet_stage', 'overfitting_text', 'blocks_variants', 'activation_variants',
-           'ACTIVATIONS', 'experiments_table', 'STAGE_LABELS', 'plot_stats_side_by_side']
+__all__ = ['classifier_row', 'seg_row', 'seg_table_rows', 'run_resnet_stage', 'overfitting_text', 'blocks_variants',
+           'activation_variants', 'ACTIVATIONS', 'experiments_table', 'STAGE_LABELS', 'plot_stats_side_by_side']
 
 
 def blocks_variants(base):
@@ -72,6 +74,15 @@ def seg_row(name, runs, epochs):
     return row
 
 
+SEG_SCORES = [f'{where}{m}' for where in ('', 'test_', 'real_') for m in ('iou', 'dice')]
+
+
+def seg_table_rows(rows):
+    """`rows` of `seg_row` for a table: an undefined IoU or Dice (masks without rock pixels) as an empty cell, not a
+    number; the text says 'no rock pixels' (`lab.metrics.score_text`)."""
+    return [{k: '' if k in SEG_SCORES and is_undefined(v) else v for k, v in r.items()} for r in rows]
+
+
 def overfitting_text(rows, gap_threshold=0.10):
     "Overfitting signs from the numbers: final train-valid accuracy gap and valid loss rising after its minimum."
     lines = []
@@ -84,14 +95,16 @@ def overfitting_text(rows, gap_threshold=0.10):
     return '\n'.join(lines)
 
 
-def run_resnet_stage(opts, stage_name, recipe, variants, title, chosen_from=None, stats=False):
+def run_resnet_stage(opts, stage_name, recipe, variants, title, chosen_from=None, stats=False, show_model=False):
     """A Task 2 comparison: train every variant (`variants(recipe)`: name -> Recipe) for every seed, write the table,
     the overlaid curves and the summary; return the summary.
 
     `stats`: record per-layer gradient and activation statistics of every run (`lab.callbacks`), add their summary
-    columns to the table and draw the variants side by side."""
+    columns to the table and draw the variants side by side. `show_model`: print the first variant's model (T2.6)
+    once the data has passed its checks, before training."""
     def experiment(ctx):
         chosen = variants(ctx.recipe)
+        if show_model: print(build_model(next(iter(chosen.values()))))
         runs = ctx.train(chosen, RunOptions(stats=stats))
         rows, histories = [], {}
         for name, r in chosen.items():
@@ -107,7 +120,7 @@ def run_resnet_stage(opts, stage_name, recipe, variants, title, chosen_from=None
         r = ctx.recipe
         analysis = (f"{verdict['text']}\n\nOverfitting:\n{overfitting_text(rows)}\n\n"
                     f"Data: {r.data} ({len(r.classes.split(','))} classes, {rows[0]['n_eval']} valid images); "
-                    f"profile {r.profile}; seeds {ctx.seeds}; {r.epochs} epochs; valid = best epoch; "
+                    f"profile {r.profile}; seeds {ctx.seeds}; {r.epochs} epochs; valid = best epoch ({EPOCHS_FROM_0}); "
                     f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict.")
         write_table(rows, ctx.folder, title=title, notes=analysis)
         print(f"\n{title}\n{analysis}")

@@ -12,7 +12,7 @@ On Apple's MPS GPU the tensors sit in its (unified) memory when they fit and can
 (each batch copied over), said in one line; `cpu_fallback` runs a batch transform that needs an op MPS lacks on the
 CPU instead, said once, rather than stopping the run.
 """
-import hashlib, importlib, itertools, os, random, re, stat, warnings
+import hashlib, importlib, itertools, json, os, random, re, stat, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,8 +29,8 @@ from data.locate import data_home
 from .io import atomic_write
 from .machine import default_device
 
-__all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'DeviceDL', 'to_device_dls', 'FallbackPipeline',
-           'cpu_fallback']
+__all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'check_items', 'check_item_files', 'is_image_file',
+           'DeviceDL', 'to_device_dls', 'FallbackPipeline', 'cpu_fallback']
 
 CACHE_VERSION = 1  # bump when the file format or what a cache holds changes: old files then stop matching
 GiB = 2**30
@@ -145,13 +145,17 @@ def _rng_preserved():
         if cuda is not None: torch.cuda.set_rng_state_all(cuda)
 
 
-def _unreadable(path):
-    "What is wrong with the image file `path`, or None when PIL decodes it (or it is not an image file)."
-    if path.suffix.lower() not in Image.registered_extensions(): return None
-    try:
-        with Image.open(path) as im: im.load()
-    except Exception as e: return str(e) or type(e).__name__
-    return None
+def is_image_file(path):
+    "Whether `path` has the suffix of an image format PIL reads (a mask or render, not a label file)."
+    return Path(path).suffix.lower() in Image.registered_extensions()
+
+
+def check_item_files(item):
+    """Decode every image file of `item` (a path, or a tuple such as (path, label) or (render, mask)) in full; a
+    ValueError naming the first file PIL cannot read (`lab.predict.check_image`)."""
+    from .predict import check_image
+    for p in _item_files(item):
+        if is_image_file(p): check_image(p)
 
 
 def _do_item(dl, i):
@@ -159,9 +163,8 @@ def _do_item(dl, i):
     try: item = dl.do_item(i)
     except Exception as e:
         paths = _item_files(dl.dataset.items[i])
-        for p in paths:
-            problem = _unreadable(p)
-            if problem: raise OSError(f"{p}: cannot read the image ({problem})") from e
+        try: check_item_files(dl.dataset.items[i])
+        except ValueError as bad: raise bad from e
         if any(str(e).startswith(str(p)) for p in paths): raise  # already names its file (e.g. load_mask)
         where = paths[0] if paths else f"item {i} ({dl.dataset.items[i]!r})"
         raise ValueError(f"{where}: the item pipeline failed ({type(e).__name__}: {e})") from e
@@ -242,7 +245,7 @@ def item_cache(dl, root):
     E.g. Tiny ImageNet: (TensorImage uint8 (N,3,H,W), TensorCategory (N,)); moon: (TensorImage, TensorMask (N,H,W)).
     Built once and kept in `cache_dir_for(root)`/<sha1 key>.pt; the key covers every item's files (path, size, mtime),
     the item transforms and `CACHE_VERSION`, so changed files or another size rebuild it. Global RNG states are left
-    as they were. An image that cannot be decoded raises an OSError starting with its path."""
+    as they were. An image that cannot be decoded raises a ValueError starting with its path."""
     if not hasattr(dl.dataset, 'items'):
         raise TypeError(f"item_cache: {type(dl.dataset).__name__} dataset has no `items` (expected a fastai Datasets)")
     rand = _random_item_tfms(dl)
@@ -257,6 +260,32 @@ def item_cache(dl, root):
         tensors = _build(dl)
         _save(path, key, tensors)
     return tensors
+
+
+def check_items(dl, root):
+    """Run the item pipeline of `dl` over its whole dataset once and keep nothing but a mark that it passed
+    (`<key>.checked` beside the caches, under the same key as `item_cache`): the check of data read file by file
+    (too big to cache in memory). An item that fails raises, naming its file, as in `item_cache`. Returns, per tuple
+    element, whether it was nonzero anywhere (e.g. whether any mask holds rock), as `item_cache`'s tensors tell."""
+    if not hasattr(dl.dataset, 'items') or not len(dl.dataset): return ()
+    key = _cache_key(dl)
+    mark = cache_dir_for(root)/f'{key}.checked'
+    try: return tuple(json.loads(mark.read_text())['nonzero'])
+    except (OSError, ValueError, KeyError, TypeError): pass  # no mark yet (or an unreadable one): check
+    old_split = dl.after_item.split_idx
+    dl.after_item.split_idx = getattr(dl.dataset, 'split_idx', None)
+    nonzero = None
+    try:
+        with _rng_preserved():
+            for i in range(len(dl.dataset)):
+                seen = [bool(o.as_subclass(Tensor).any()) for o in _do_item(dl, i)]
+                nonzero = seen if nonzero is None else [a or b for a, b in zip(nonzero, seen)]
+    finally: dl.after_item.split_idx = old_split
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(mark) as tmp: tmp.write_text(json.dumps(dict(items=len(dl.dataset), nonzero=nonzero)))
+    except OSError: pass  # the check is redone next time
+    return tuple(nonzero)
 
 
 # ----- the loader ---------------------------------------------------------------------------------------------------

@@ -154,11 +154,11 @@ def evaluate_saved_run(run_dir, folder, data=None, figures=True):
     if recipe.data and not Path(recipe.data).exists():
         raise FileNotFoundError(f"{recipe.data}: the data folder of {run} (named by the recipe in its model.pth) is not "
                                 f"there any more; pass --data with its new place")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     setup_torch()
     seed_everything(recipe.seed, recipe.deterministic)
-    data_ = build_data(recipe)
+    data_ = build_data(recipe).check()  # every image decoded before anything is written, a bad one named
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     learn = make_learner(recipe, model, data_.dls)
     learn.path, learn.model_dir = folder, '.'
     out = dict(run=str(run), task=recipe.task, arch=recipe.arch, data=str(data_.root), source=data_.source,
@@ -171,6 +171,7 @@ def evaluate_saved_run(run_dir, folder, data=None, figures=True):
     out.update(evaluate_run(learn, data_, recipe, folder, test=True, figures=figures, real_pair=True))
     if recipe.task == 'classify' and 'n' in out: out['n_test_scored'] = out.pop('n')
     if recipe.train_on_valid: out['note'] = 'trained on train + valid: its valid numbers are not held out'
+    if data_.caveats: out['caveats'] = data_.caveats
     trained = read_json(run / 'summary.json') if (run / 'summary.json').is_file() else {}
     write_json(folder / 'evaluation.json', dict(out, recipe=recipe.to_dict(), data_info=data_.info,
                                                 trained_summary={k: trained.get(k) for k in ('best_epoch', 'best', 'test_acc')
@@ -179,5 +180,6 @@ def evaluate_saved_run(run_dir, folder, data=None, figures=True):
     rows = pd.DataFrame([{'metric': k, 'value': v} for k, v in out.items() if isinstance(v, (int, float))])
     (folder / 'metrics.md').write_text(f"# Evaluation of {run}\n\nData: {data_.root} ({data_.source}); "
                                        f"checkpoint: model.pth (recipe inside it).\n\n" + markdown_table(rows) +
-                                       (f"\n{out['note']}\n" if 'note' in out else ''))
+                                       (f"\n{out['note']}\n" if 'note' in out else '') +
+                                       ''.join(f"\n**Caveat:** {c}.\n" for c in data_.caveats))
     return out

@@ -1,17 +1,16 @@
 """Training a stage's runs: one after another, or `--jobs N` at a time in separate processes spread over the GPUs.
 
-Every run seeds itself from its recipe, so running runs side by side gives the numbers they give one after another
-(on a CPU: at the same torch thread count; see `lab.machine.cpu_threads`). A run that fails does not stop the
-others: the finished ones stay finished, and the failures are reported together at the end (`RunsFailed`).
-Under torchrun (DDP) the runs go one after another, each trained by all processes together.
+Every run seeds itself from its recipe and takes the same torch thread count whatever `--jobs` is
+(`lab.machine.cpu_threads`), so running runs side by side gives the numbers they give one after another. A run that
+fails does not stop the others: the finished ones stay finished, and the failures are reported together at the end
+(`RunsFailed`). Under torchrun (DDP) the runs go one after another, each trained by all processes together.
 """
 import multiprocessing as mp
 import os, signal, sys, traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
 
 from . import progress
-from .machine import n_gpus, selected_device, worker_device
+from .machine import cpu_threads, default_device, n_gpus, selected_device, worker_device
 from .distributed import barrier, is_distributed
 from .io import read_json
 from .train import RunOptions, train_run
@@ -83,27 +82,29 @@ def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None, later=())
                 results += _chain(chain)
                 barrier()
     else:
-        print(f"{stage.name}: {sum(map(len, todo))} run(s) in {len(todo)} chain(s), {jobs} at a time")
-        results = _parallel(todo, jobs, options, plan)
+        threads = '' if default_device().type == 'cuda' else (
+            f"; each with {cpu_threads()} torch thread(s), as alone, so that the numbers are those of one after "
+            f"another (the runs share the cores)")
+        print(f"{stage.name}: {sum(map(len, todo))} run(s) in {len(todo)} chain(s), {jobs} at a time{threads}")
+        results = _parallel(todo, jobs, plan)
     failed = [f"{name}: {error}" for name, _, error in results if error]
     if failed:
         raise RunsFailed(f"{len(failed)} run(s) of {stage.name} failed ({'; '.join(failed)})")
     return {n: read_json(stage.run_dir(n) / 'summary.json') for n in runs}
 
 
-def _parallel(todo, jobs, options, plan):
+def _parallel(todo, jobs, plan):
     ctx = mp.get_context('spawn')  # CUDA cannot be forked; spawn also gives each run a clean interpreter state
     counter = ctx.Value('i', 0)
     plan.said = ctx.Value('b', 0)  # shared: the first epoch to finish in any worker says the stage's estimate
-    opts = [[(n, r, d, replace(o, jobs=jobs)) for n, r, d, o in chain] for chain in todo]
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(counter, selected_device(), plan))
     results = []
     try:
-        futures = [pool.submit(_chain, chain) for chain in opts]
+        futures = [pool.submit(_chain, chain) for chain in todo]
         for f in as_completed(futures):
             try: results += f.result()
             except Exception as e:  # the worker itself died (e.g. out of memory): the chain's runs failed
-                chain = opts[futures.index(f)]
+                chain = todo[futures.index(f)]
                 results.append((chain[0][0], None, _one_line(e)))
     except BaseException:
         for p in list(getattr(pool, '_processes', {}).values()):  # stop the runs: each keeps its last finished epoch

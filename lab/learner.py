@@ -41,9 +41,9 @@ def seed_everything(seed, deterministic=False):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic
 
 
-def setup_torch(jobs=1):
-    "Torch threads for one of `jobs` runs sharing this machine (see `lab.machine.cpu_threads`), unless it trains on CUDA."
-    if default_device().type != 'cuda': torch.set_num_threads(cpu_threads(jobs))
+def setup_torch():
+    "Torch threads of a run off CUDA, the same whatever --jobs is (see `lab.machine.cpu_threads`)."
+    if default_device().type != 'cuda': torch.set_num_threads(cpu_threads())
 
 
 def n_classes_of(recipe):

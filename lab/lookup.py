@@ -13,13 +13,23 @@ from .recipe import Recipe
 __all__ = ['read_stage', 'finished_stages', 'latest_stage_summary', 'key_difference', 'chosen_recipe', 'stage_choice']
 
 
-def read_stage(folder):
-    "A finished stage folder's summary (with its path), or a FileNotFoundError that says it is not one."
+def read_stage(folder, stage=None, flag='--from'):
+    """A finished stage folder's summary (with its path); an error that names `flag` and says what the folder is
+    instead (missing, unfinished, one training run of a stage, or a run of a stage other than `stage`)."""
     folder = Path(folder)
     if not (folder / 'summary.json').is_file():
         what = 'an unfinished stage run' if (folder / 'stage.json').is_file() else 'not a stage run folder'
-        raise FileNotFoundError(f"{folder}: no summary.json ({what})")
-    return dict(read_json(folder / 'summary.json'), path=str(folder))
+        raise FileNotFoundError(f"{flag} {folder}: no summary.json ({what})")
+    summary = dict(read_json(folder / 'summary.json'), path=str(folder))
+    expected = f"a finished {stage} folder" if stage else "a finished stage folder"
+    if 'stage' not in summary:
+        if (folder / 'config.json').is_file():
+            raise ValueError(f"{flag} {folder}: one training run (a variant and seed) of the stage in {folder.parent}, "
+                             f"not a stage folder; expected {expected}, e.g. {folder.parent}")
+        raise ValueError(f"{flag} {folder}: its summary.json is not a stage's; expected {expected}")
+    if stage and summary['stage'] != stage:
+        raise ValueError(f"{flag} {folder}: a {summary['stage']} run; expected {expected}")
+    return summary
 
 
 def finished_stages(out, stage):
@@ -42,12 +52,19 @@ def latest_stage_summary(out, stage, like=None, say=True):
     return None
 
 
+def _shown(value, width=60):
+    "repr of `value`, its middle elided when longer than `width` (long data paths and class lists)."
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width // 2 - 2]}...{text[-(width // 2 - 1):]}"
+
+
 def key_difference(theirs, ours, names=('there', 'here')):
-    "The fields in which two data keys differ, e.g. \"classes: 'n1,n2' there, 'n1,n2,n3' here\" (or 'no key recorded')."
+    """The fields in which two data keys differ, e.g. \"classes: 'n1,n2' there, 'n1,n2,n3' here\" (or 'no key
+    recorded'); long values are shortened in their middle, so that the text always ends whole."""
     theirs, ours = theirs or {}, ours or {}
-    diff = [f"{k}: {theirs.get(k)!r} {names[0]}, {ours.get(k)!r} {names[1]}" for k in sorted(set(theirs) | set(ours))
-            if not same_json(theirs.get(k), ours.get(k))]
-    return '; '.join(diff)[:300] or 'no key recorded'
+    diff = [f"{k}: {_shown(theirs.get(k))} {names[0]}, {_shown(ours.get(k))} {names[1]}"
+            for k in sorted(set(theirs) | set(ours)) if not same_json(theirs.get(k), ours.get(k))]
+    return '; '.join(diff) or 'no key recorded'
 
 
 def chosen_recipe(summary):
@@ -64,9 +81,7 @@ def stage_choice(opts, stage, recipe):
     from .data import resolve_data
     recipe = resolve_data(recipe)  # compared by its explicit data folder and class list
     if opts.from_:
-        summary = read_stage(opts.from_)
-        if summary.get('stage') != stage:
-            raise ValueError(f"--from {opts.from_}: a {summary.get('stage')} run, expected a {stage} run")
+        summary = read_stage(opts.from_, stage)
         if not same_json(summary.get('data_key'), recipe.data_key()):
             print(f"WARNING: --from {opts.from_} ran on other data, classes, split or profile "
                   f"({key_difference(summary.get('data_key'), recipe.data_key())}); used because it was named")

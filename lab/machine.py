@@ -194,11 +194,12 @@ def loader_workers():
     return min(8, os.cpu_count() or 1) if has_gpu() else 0
 
 
-def cpu_threads(jobs=1):
-    """Torch threads of one training process: OMP_NUM_THREADS when set, else the cores shared among `jobs`.
-    On a CPU the thread count changes the order of float sums, so runs are bit-identical only at equal thread counts."""
+def cpu_threads():
+    """Torch threads of one training process: OMP_NUM_THREADS when set, else every core, whatever --jobs is.
+    On a CPU the thread count changes the order of float sums, so runs are bit-identical only at equal thread counts:
+    a run keeps the count of a run alone even beside other runs (--jobs N then shares the cores N ways)."""
     if os.environ.get('OMP_NUM_THREADS', '').isdigit(): return max(1, int(os.environ['OMP_NUM_THREADS']))
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, os.cpu_count() or 1)
 
 
 def git_state():

@@ -15,8 +15,8 @@ from fastai.metrics import Metric
 
 from .distributed import all_reduce_sum
 
-__all__ = ['seg_stats', 'iou_score', 'dice_score', 'pixel_accuracy', 'IoU', 'DiceScore', 'PixelAccuracy',
-           'seg_metrics', 'DeviceAccuracy', 'align_masks']
+__all__ = ['seg_stats', 'iou_score', 'dice_score', 'is_undefined', 'score_text', 'pixel_accuracy', 'IoU', 'DiceScore',
+           'PixelAccuracy', 'seg_metrics', 'DeviceAccuracy', 'align_masks']
 
 
 def align_masks(logits, target):
@@ -37,13 +37,25 @@ def seg_stats(logits, target, threshold=0.5):
 
 
 def iou_score(tp, fp, fn, tn):
-    "Intersection over union, tp / (tp + fp + fn); 1.0 when prediction and target are both empty."
-    return tp / (tp + fp + fn) if tp + fp + fn else 1.0
+    """Intersection over union, tp / (tp + fp + fn); nan (undefined) when the target holds no rock pixels (tp + fn
+    = 0): with nothing to find, a prediction can be neither right nor wrong about rock (pixel accuracy still scores
+    its false alarms)."""
+    return tp / (tp + fp + fn) if tp + fn else math.nan
 
 
 def dice_score(tp, fp, fn, tn):
-    "Dice (F1), 2 tp / (2 tp + fp + fn); 1.0 when prediction and target are both empty."
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    "Dice (F1), 2 tp / (2 tp + fp + fn); nan (undefined) when the target holds no rock pixels, as `iou_score`."
+    return 2 * tp / (2 * tp + fp + fn) if tp + fn else math.nan
+
+
+def is_undefined(v):
+    "Whether a score is undefined: nan, or None (how JSON keeps a nan)."
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def score_text(v, digits=3):
+    "A segmentation score in words: '0.812', or 'undefined (no rock pixels)' for an IoU or Dice of masks without rock."
+    return 'undefined (no rock pixels)' if is_undefined(v) else f"{v:.{digits}f}"
 
 
 def pixel_accuracy(tp, fp, fn, tn):

@@ -133,7 +133,7 @@ class RunProgress(Callback):
         gap = max(PROGRESS_AFTER_S, elapsed * total / done / LINES_PER_EPOCH)  # the epoch's projected length / 4
         if self.lines and now - self.last < gap: return
         self.last, self.lines = now, self.lines + 1
-        print(f"{self.run_name} epoch {self.epoch + 1}/{self.n_epoch}: {done}/{total} batches, "
+        print(f"{self.run_name} epoch {self.epoch} ({self.epoch + 1} of {self.n_epoch}): {done}/{total} batches, "
               f"{self.images / elapsed:,.0f} img/s", flush=True)
 
     def after_epoch(self):

@@ -41,8 +41,10 @@ def _stamp(root):
 
 @contextmanager
 def stage_dir(out, stage):
-    "Yield a fresh folder for one invocation of a non-training `stage`; publish it on success, remove it on failure."
+    """Yield a fresh folder for one invocation of a non-training `stage`; publish it on success, remove it on failure
+    (with the folders above it that this call made, e.g. a run's evaluation/, when nothing else is in them)."""
     root = Path(out) / stage
+    made = [p for p in (root, *root.parents) if not p.exists()]  # innermost first
     root.mkdir(parents=True, exist_ok=True)
     name = _stamp(root)
     partial = root / f'.{name}.partial'
@@ -51,6 +53,9 @@ def stage_dir(out, stage):
         yield partial
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        for p in made:
+            try: p.rmdir()
+            except OSError: break  # not empty (another invocation wrote there meanwhile): kept
         raise
     final = root / name
     os.replace(partial, final)

@@ -25,12 +25,13 @@ __all__ = ['run_stage', 'StageContext', 'open_stage', 'lr_find_stage', 'rerun']
 
 
 def open_stage(opts, name, recipe):
-    """The `Stage` of one invocation and its resolved recipe: its key is that recipe and the seeds (what --resume must
-    find again). The data is read once here, before anything is trained: every image is decoded (and cached), so a
-    bad file stops the stage up front with its path, and parallel runs load the cache instead of decoding it again."""
+    """The `Stage` of one invocation, its resolved recipe and its data's `info`: the key is that recipe and the seeds
+    (what --resume must find again). The data is read once here, before anything is trained: every image, train,
+    valid and test, is decoded (and cached), so a bad file stops the stage up front with its path, and parallel runs
+    load the cache instead of decoding it again. What the data cannot support (`Data.caveats`) is said here."""
     recipe = resolve_data(recipe, say=True)
-    build_data(recipe)
-    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe
+    data = build_data(recipe).check()
+    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe, data.info
 
 
 @dataclass
@@ -40,6 +41,16 @@ class StageContext:
     name: str
     recipe: object
     opts: object
+    data_info: dict = None  # the stage's data as `build_data` found it (counts, batch used, caveats)
+
+    @property
+    def caveats(self):
+        "What this stage's data cannot support (`lab.data.Data.caveats`): every table and summary repeats them."
+        return list((self.data_info or {}).get('caveats', []))
+
+    def caveat_notes(self):
+        "The caveats as the lines a table's notes end with ('' when there are none)."
+        return ''.join(f"\n\n**Caveat:** {c}." for c in self.caveats)
 
     @property
     def folder(self): return self.stage.folder
@@ -70,18 +81,19 @@ class StageContext:
         return dict(stage=self.name, title=title, best=best, best_recipe=variants[best].to_dict(),
                     best_config=describe_model(variants[best]), conclusion=conclusion, rows=rows, recipe=r.to_dict(),
                     data_key=r.data_key(), data=r.data, classes=r.classes, profile=r.profile,
-                    data_source=data_source(r.data), seeds=self.seeds, epochs=r.epochs, **extra)
+                    data_source=data_source(r.data), seeds=self.seeds, epochs=r.epochs, caveats=self.caveats,
+                    **extra)
 
 
 def run_stage(opts, name, recipe, experiment, lr_find=None):
     """Run stage `name` on `recipe` (see the module docstring); return its summary (the lr_find suggestions with
     --lr-find). `experiment(ctx)` trains and tabulates and returns `ctx.summary(...)`; `lr_find(recipe)`: the
     configuration --lr-find explores (default: the stage's recipe)."""
-    st, recipe = open_stage(opts, name, recipe)
+    st, recipe, info = open_stage(opts, name, recipe)
     with st:
         if st.done: return st.done
         if opts.lr_find: return lr_find_stage(st, lr_find(recipe) if lr_find else recipe)
-        return st.finish(experiment(StageContext(st, name, recipe, opts)))
+        return st.finish(experiment(StageContext(st, name, recipe, opts, info)))
 
 
 def lr_find_stage(st, recipe):
@@ -110,5 +122,5 @@ def rerun(opts, recipe, config_path):
     def experiment(ctx):
         ctx.train({name: ctx.recipe}, RunOptions(test=ctx.recipe.task == 'classify'))
         return dict(rerun_of=str(config_path), runs=[run_name(name, s) for s in ctx.seeds], recipe=ctx.recipe.to_dict(),
-                    data_key=ctx.recipe.data_key(), profile=ctx.recipe.profile, seeds=ctx.seeds)
+                    data_key=ctx.recipe.data_key(), profile=ctx.recipe.profile, seeds=ctx.seeds, caveats=ctx.caveats)
     return run_stage(opts, 'rerun', recipe, experiment)

@@ -48,10 +48,23 @@ def compare(rows, metric, label='name', higher_is_better=True, unit='', n_key='n
     `rows`: dicts with `label`, `metric` (the mean), `metric + '_ci'` (95% seed half-width, None for one seed),
     'n_seeds' and, for accuracies, `n_key` (images it was measured on: their Wilson interval is the other noise).
     A lead counts as real only when it is larger than both the seed interval (the larger of the two rows') and the
-    Wilson half-width of the best row's accuracy; with one seed the seed noise is unknown, so it is unproven.
+    Wilson half-width of the best row's accuracy; with one seed the seed noise is unknown, so it is unproven. Rows
+    whose `metric` is undefined (nan or None) are not ranked, and said so.
     Returns dict(best, runner_up, lead, significant, text).
     """
     if not rows: raise ValueError("compare needs at least one row")
+    defined = [r for r in rows if r[metric] is not None and not math.isnan(r[metric])]
+    if not defined:
+        return dict(best=rows[0][label], runner_up=None, lead=None, significant=None,
+                    text=f"No {metric} to compare: it is undefined for every row (e.g. an IoU of masks without rock "
+                         f"pixels); {rows[0][label]} is listed as the best only because it comes first.")
+    if len(defined) < len(rows):
+        result = compare(defined, metric, label, higher_is_better, unit, n_key)
+        if len(defined) == 1:
+            result['text'] = f"Only {defined[0][label]} has a {metric} ({defined[0][metric]:.4g}{unit})."
+        result['text'] += (f" Not ranked, their {metric} undefined: "
+                           f"{', '.join(str(r[label]) for r in rows if r not in defined)}.")
+        return result
     ranked = sorted(rows, key=lambda r: r[metric], reverse=higher_is_better)
     best = ranked[0]
     if len(ranked) == 1:

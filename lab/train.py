@@ -46,7 +46,6 @@ class RunOptions:
     stats: bool = False      # record per-layer activation and gradient statistics (lab.callbacks)
     export: bool = True      # learn.export() -> export.pkl, for scripts/predict.py
     real_pair: bool = False  # segmentation: also score the real Kaggle frame(s) of a known place (sim-to-real)
-    jobs: int = 1            # runs sharing this machine's cores (sets the torch threads on a CPU)
 
 
 class MetricsCSV(Callback):
@@ -68,7 +67,8 @@ class MetricsCSV(Callback):
 
 
 class EpochLog(Callback):
-    "One line per epoch, named after the run (several runs may print at once with --jobs)."
+    """One line per epoch, named after the run (several runs may print at once with --jobs). Epochs count from 0, as
+    in fastai's logs and metrics.csv: 'epoch 0 (1 of 2)' is the first of two."""
     order = 51
     def __init__(self, run_name): self.run_name = run_name
     def before_fit(self):
@@ -76,7 +76,8 @@ class EpochLog(Callback):
         def log(values):
             if not is_rank0() or len(values) < 2: return
             pairs = ', '.join(f'{n} {v:.4f}' for n, v in zip(names, values[1:]) if isinstance(v, (int, float)))
-            print(f"{self.run_name} epoch {values[0] + 1}/{self.n_epoch}: {pairs} ({values[-1]})", flush=True)
+            print(f"{self.run_name} epoch {values[0]} ({values[0] + 1} of {self.n_epoch}): {pairs} ({values[-1]})",
+                  flush=True)
         self.learn.logger = log
 
 
@@ -91,9 +92,9 @@ def train_run(recipe, run_dir, options=RunOptions()):
     A finished run (summary.json present) is not trained again; an interrupted one continues from last.pth."""
     run_dir = Path(run_dir)
     if (run_dir / 'summary.json').is_file(): return read_json(run_dir / 'summary.json')
-    setup_torch(options.jobs)
+    setup_torch()
     seed_everything(recipe.seed, recipe.deterministic)
-    data = build_data(recipe, say=False)  # the stage said which data it is
+    data = build_data(recipe, say=False).check(say=False)  # the stage checked and said which data it is
     model = build_model(recipe)
     stats = _stats_callbacks(data.dls, recipe.epochs) if options.stats else []
     learn = make_learner(recipe, model, data.dls, cbs=stats)
@@ -123,7 +124,8 @@ def train_run(recipe, run_dir, options=RunOptions()):
     get_model(learn.model).load_state_dict(kept['model'])  # the best epoch by valid (T2.11), or the last one
     history = load_history(run_dir)
     summary = _summary(history, recipe, monitor, kept['epoch'], n_params, n_trainable, wall, run_dir.name)
-    summary.update({k: data.info[k] for k in ('n_train', 'n_valid', 'n_test')}, data_path=data.info['data_path'])
+    summary.update({k: data.info[k] for k in ('n_train', 'n_valid', 'n_test')}, data_path=data.info['data_path'],
+                   bs=data.info['bs'], caveats=data.caveats)
     if options.stats: summary.update(_save_stats(stats, run_dir, f"{run_dir.name} ({recipe.model.get('act')})"))
     if options.figures: plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else
                                     ('loss', 'iou', 'dice', 'pixel_acc'))
@@ -139,6 +141,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
 def _summary(history, recipe, monitor, kept_epoch, n_params, n_trainable, wall, name):
     row = lambda i: {k: float(v) for k, v in history.iloc[i].items()}
     kept = int(np.flatnonzero(history['epoch'].to_numpy() == kept_epoch)[0])
+    if monitor and np.isnan(history[monitor].iloc[kept]): monitor = f'last epoch ({monitor} undefined)'
     return dict(best_epoch=int(kept_epoch), best=row(kept), final=row(-1),
                 min_valid_loss=float(history['valid_loss'].min()), monitor=monitor or 'last epoch (train on valid)',
                 params=n_params, trainable_params=n_trainable, epochs=recipe.epochs, seed=recipe.seed,

@@ -32,9 +32,12 @@ def _say(out, folder):
         text = (f"test accuracy {out['test_acc']:.1%} (95% Wilson {out['test_acc_lo']:.1%}-{out['test_acc_hi']:.1%}) on "
                 f"{out['n_test_scored']} images, macro F1 {out['macro_f1']:.3f}; valid accuracy {out['valid_acc']:.1%}")
     else:
-        text = '; '.join(f"{where} IoU {out[f'{where}_iou']:.3f}, Dice {out[f'{where}_dice']:.3f}, pixel accuracy "
-                         f"{out[f'{where}_pixel_acc']:.3f}" for where in ('valid', 'test', 'real') if f'{where}_iou' in out)
-    print(f"{out['run']}: {text}" + (f" ({out['note']})" if 'note' in out else '') + (f"\nresults: {folder}" if folder else ''))
+        from lab.metrics import score_text
+        text = '; '.join(f"{where} IoU {score_text(out[f'{where}_iou'])}, Dice {score_text(out[f'{where}_dice'])}, "
+                         f"pixel accuracy {out[f'{where}_pixel_acc']:.3f}" for where in ('valid', 'test', 'real')
+                         if f'{where}_iou' in out)
+    print(f"{out['run']}: {text}" + (f" ({out['note']})" if 'note' in out else '')
+          + ''.join(f"\nWARNING: {c}" for c in out.get('caveats', [])) + (f"\nresults: {folder}" if folder else ''))
 
 
 def body(args):

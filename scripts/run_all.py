@@ -17,7 +17,7 @@ from data.locate import find_moon
 from data.moon import moon_pairs
 from data.synthetic import make_moon_like
 from lab.ablation import ablation_variants
-from lab.cli import parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags, script
+from lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags, script
 from lab.comparisons import activation_variants, blocks_variants
 from lab.io import read_json, write_json
 from lab.lookup import latest_stage_summary
@@ -99,10 +99,15 @@ def argv_for(name, data_kind, trains, args, profile):
     argv += ['--seeds', args.seeds] if args.seeds else []
     argv += ['--resume'] if args.resume else []
     argv += ['--tiny', args.data] if name == 'task3_unet_backbone' and getattr(args, 'data', None) else []
-    return argv + recipe_argv(args, skip=('data',))
+    # a recipe flag only the other task reads (e.g. --classes for the moon scripts) goes to the scripts that read it
+    other = TASK_ONLY['segment' if data_kind == 'tiny' else 'classify']
+    return argv + recipe_argv(args, skip=('data', *other))
 
 
 def run(args):
+    for flag, value in (('--from', args.from_), ('--config', args.config), ('--lr-find', args.lr_find)):
+        if value: raise ValueError(f"{flag}: run_all.py does not take it (every stage reads the newest finished one "
+                                   f"before it); give it to a single stage's script")
     select_device(args.device)
     profile = pick_profile(args.quick, args.full)
     announce(getattr(args, 'precision', None) or 'auto')

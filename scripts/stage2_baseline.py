@@ -7,22 +7,22 @@ parameter count and `print(model)` (model.txt) under results/stage2_baseline/<ti
 """
 
 from lab.cli import script
-from lab.data import resolve_data
 from lab.recipe import SPEC
 from lab.comparisons import run_resnet_stage
-from lab.learner import build_model
+from lab.tables import EPOCHS_FROM_0
 
 RECIPE = SPEC  # the spec's recipe, shared by every Task 2 comparison
 
 
 def run(recipe, opts):
     "Train the baseline and report its curves, size and architecture."
-    print(build_model(resolve_data(recipe)))  # T2.6: the architecture (also in each run's model.txt)
-    summary = run_resnet_stage(opts, 'stage2_baseline', recipe, lambda r: {'baseline': r}, 'Stage 2: baseline ResNet')
+    # T2.6: the architecture is printed once the data has passed its checks (also in each run's model.txt)
+    summary = run_resnet_stage(opts, 'stage2_baseline', recipe, lambda r: {'baseline': r}, 'Stage 2: baseline ResNet',
+                               show_model=True)
     if 'rows' in summary:
         row = summary['rows'][0]
         print(f"baseline: {row['params_M']}M parameters, best valid accuracy {row['valid_acc']:.1%} "
-              f"at epoch {row['best_epoch']:.0f}; architecture in model.txt")
+              f"at epoch {row['best_epoch']:.0f} ({EPOCHS_FROM_0}); architecture in model.txt")
 
 
 main = script(run, recipe=RECIPE)

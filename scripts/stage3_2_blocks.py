@@ -20,5 +20,5 @@ def run(recipe, opts):
     run_resnet_stage(opts, 'stage3_2_blocks', base, blocks_variants, 'Stage 3.2: blocks per stage', chosen_from=reason)
 
 
-main = script(run, recipe=RECIPE)
+main = script(run, recipe=RECIPE, reads='stage3_1_channels')
 if __name__ == '__main__': main()

@@ -27,5 +27,5 @@ def run(recipe, opts):
               f"{r['dead_share']:.2f}, first/last gradient norm {r['grad_first_over_last']:.3g}")
 
 
-main = script(run, recipe=RECIPE)
+main = script(run, recipe=RECIPE, reads='stage3_2_blocks')
 if __name__ == '__main__': main()

@@ -66,5 +66,5 @@ def flags(p):
                    help='train the recipe ablation before the final model (--no-ablation: the final model only)')
 
 
-main = script(run, flags, recipe=RECIPE)
+main = script(run, flags, recipe=RECIPE, reads='stage3_3_activations')
 if __name__ == '__main__': main()

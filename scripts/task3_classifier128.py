@@ -14,7 +14,7 @@ results/task3_classifier128/.
 from lab.cli import script
 from lab.recipe import CLASSIFIER_128
 from lab.stats import accuracy_text, compare
-from lab.tables import write_table
+from lab.tables import EPOCHS_FROM_0, write_table
 from lab.comparisons import classifier_row
 from lab.stage import run_stage
 from lab.train import RunOptions
@@ -33,7 +33,8 @@ def run(recipe, opts):
                       f"test accuracy {accuracy_text(row['test_acc'], row['n_test'], test)}")
         best_run = max(runs, key=lambda r: r['best']['valid_accuracy'])['run']
         write_table([row], ctx.folder, title=f'Task 3.1: {recipe.size} px classifier', notes=(
-            f"{conclusion}.\n\n{compare([row], 'valid_acc')['text']} Best epoch by valid accuracy; test = the "
+            f"{conclusion}.\n\n{compare([row], 'valid_acc')['text']} Best epoch by valid accuracy "
+            f"({EPOCHS_FROM_0}); test = the "
             f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)."))
         print(f"{recipe.size} px classifier: {row['params_M']}M parameters, {conclusion}")
         return ctx.summary(f'Task 3.1: {recipe.size} px classifier', {'classifier128': recipe}, 'classifier128', [row],

@@ -15,17 +15,22 @@ from lab.cli import script
 from lab.recipe import UNET
 from lab.tables import write_table
 from lab.stage import run_stage
-from lab.comparisons import seg_row
+from lab.comparisons import seg_row, seg_table_rows
+from lab.metrics import score_text
 from lab.train import RunOptions
 
 RECIPE = UNET  # the hand-written U-Net and its recipe (lab/recipe.py)
 
 
-def describe(row):
-    "The row's scores in words: valid, test and real-frame IoU/Dice/pixel accuracy."
-    parts = [f"valid IoU {row['iou']:.3f}, Dice {row['dice']:.3f}, pixel accuracy {row['pixel_acc']:.3f}"]
-    for where, what in (('test', 'held-out test frames'), ('real', 'the real Kaggle frame (sim-to-real)')):
-        if f'{where}_iou' in row: parts.append(f"{what}: IoU {row[f'{where}_iou']:.3f}, Dice {row[f'{where}_dice']:.3f}")
+def describe(row, held_out=True):
+    """The row's scores in words: valid, test and real-frame IoU/Dice/pixel accuracy ('undefined (no rock pixels)'
+    where a split's masks hold no rock). `held_out`: whether the test frames are kept out of training."""
+    parts = [f"valid IoU {score_text(row['iou'])}, Dice {score_text(row['dice'])}, pixel accuracy "
+             f"{row['pixel_acc']:.3f}"]
+    test = 'held-out test frames' if held_out else 'test frames (the training frame itself: NOT held out)'
+    for where, what in (('test', test), ('real', 'the real Kaggle frame (sim-to-real)')):
+        if f'{where}_iou' in row:
+            parts.append(f"{what}: IoU {score_text(row[f'{where}_iou'])}, Dice {score_text(row[f'{where}_dice'])}")
     return '; '.join(parts)
 
 
@@ -34,9 +39,10 @@ def run(recipe, opts):
     def experiment(ctx):
         runs = ctx.train({'unet': ctx.recipe}, RunOptions(test=True, real_pair=True))['unet']
         row = seg_row('baseline U-Net', runs, ctx.recipe.epochs)
-        conclusion = describe(row)
-        write_table([row], ctx.folder, title='Task 3.2: baseline U-Net (best epoch by valid IoU)',
-                    notes=f"{conclusion}.\n\nData: {ctx.recipe.data}; seeds {ctx.seeds}; {ctx.recipe.epochs} epochs.")
+        conclusion = describe(row, ctx.data_info.get('held_out', True))
+        write_table(seg_table_rows([row]), ctx.folder, title='Task 3.2: baseline U-Net (best epoch by valid IoU)',
+                    notes=f"{conclusion}.\n\nData: {ctx.recipe.data}; seeds {ctx.seeds}; {ctx.recipe.epochs} epochs."
+                          + ctx.caveat_notes())
         print(f"U-Net ({row['params_M']}M parameters): {conclusion}")
         return ctx.summary('Task 3.2: baseline U-Net', {'baseline U-Net': ctx.recipe}, 'baseline U-Net', [row],
                            conclusion)

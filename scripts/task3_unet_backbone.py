@@ -24,7 +24,7 @@ from lab.stats import compare
 from lab.tables import write_table
 from lab.lookup import chosen_recipe, finished_stages, latest_stage_summary, read_stage
 from lab.stage import run_stage
-from lab.comparisons import seg_row
+from lab.comparisons import seg_row, seg_table_rows
 from lab.train import RunOptions
 
 RECIPE = BACKBONE_UNET  # variant A: encoder frozen, decoder trained with the U-Net's recipe (lab/recipe.py)
@@ -40,7 +40,7 @@ def newest_classifier(opts, profile):
 
 def classifier(opts, recipe):
     "The T3.1 classifier to build on: (its model config, its checkpoint), training it first with --train-backbone."
-    if opts.from_: summary = read_stage(opts.from_)
+    if opts.from_: summary = read_stage(opts.from_, 'task3_classifier128')
     else:
         summary = newest_classifier(opts, recipe.profile)
         if summary is None and opts.extra['train_backbone']:
@@ -75,9 +75,10 @@ def run(recipe, opts):
                 seg_row('B: fine-tuned', [dict(r, wall_seconds=r['wall_seconds'] + ra['wall_seconds'])
                                           for r, ra in zip(runs['B'], runs['A'])], a.epochs + b0.epochs)]
         verdict = compare(rows, 'iou')
-        write_table(rows, ctx.folder, title='Task 3.3: U-Net with the classifier backbone vs the baseline (valid IoU)',
+        write_table(seg_table_rows(rows), ctx.folder,
+                    title='Task 3.3: U-Net with the classifier backbone vs the baseline (valid IoU)',
                     notes=f"{verdict['text']}\n\nData: {a.data}; seeds {ctx.seeds}; B's epochs and seconds include A's; "
-                          f"encoder: {checkpoint}.")
+                          f"encoder: {checkpoint}." + ctx.caveat_notes())
         print(verdict['text'])
         baseline = chosen_recipe(base) if base else replace(variants['unet'], seed=ctx.seeds[0])
         recipes = {rows[0]['name']: baseline, rows[1]['name']: a, rows[2]['name']: b0}
@@ -96,5 +97,5 @@ def flags(p):
                    help='variant B: lr of the encoder')
 
 
-main = script(run, flags, recipe=RECIPE)
+main = script(run, flags, recipe=RECIPE, reads='task3_classifier128')
 if __name__ == '__main__': main()

@@ -11,7 +11,7 @@ from lab.data import resolve_data
 from lab.recipe import FINAL, SPEC, UNET, Recipe, scale_to_profile
 from lab.stats import accuracy_text, compare, mean_std, seed_interval, wilson
 from lab.results import Stage, stage_dir
-from lab.lookup import latest_stage_summary, stage_choice
+from lab.lookup import key_difference, latest_stage_summary, stage_choice
 from lab.io import write_json
 from lab.cli import Options
 from lab.comparisons import classifier_row, experiments_table, overfitting_text
@@ -82,6 +82,38 @@ def test_latest_stage_summary_reads_finished_runs_on_the_same_data(tmp_path, syn
     assert latest_stage_summary(tmp_path, 'stage3_1_channels')['best'] == 'B'
     assert latest_stage_summary(tmp_path, 'stage3_1_channels', like=like)['best'] == 'A'
     assert "20260102-000000 is not used: it ran on other data" in capsys.readouterr().out
+
+
+def test_a_data_key_difference_is_said_whole():
+    "Long data folders and class lists are shortened in their middle; every differing field is said to its end."
+    wnids = [f'n0{i}{i}{i}{i}{i}{i}{i}' for i in range(10)]
+    here = dict(data='/home/someone/experiments/datasets/tiny-imagenet-200-copy-for-the-lab', classes=','.join(wnids),
+                profile='quick', split_seed=42)
+    there = dict(here, data='/mnt/shared/data/tiny-imagenet-10', classes=','.join(wnids[::-1]), profile='full')
+    text = key_difference(here, there, ('here', 'in the others'))
+    fields = text.split('; ')
+    assert [f.split(':')[0] for f in fields] == ['classes', 'data', 'profile']
+    assert all(f.count(' here, ') == 1 and f.endswith(' in the others') for f in fields)
+    assert "'quick' here, 'full' in the others" in text and '...' in fields[0] and len(fields[0]) < 160
+
+
+def test_stage_dir_leaves_no_folder_it_made_when_it_fails(tmp_path):
+    with pytest.raises(RuntimeError):
+        with stage_dir(tmp_path / 'run', 'evaluation'): raise RuntimeError('boom')
+    assert not (tmp_path / 'run').exists()
+    (tmp_path / 'kept').mkdir()
+    with pytest.raises(RuntimeError):
+        with stage_dir(tmp_path / 'kept', 'evaluation'): raise RuntimeError('boom')
+    assert (tmp_path / 'kept').is_dir() and not any((tmp_path / 'kept').iterdir())  # it was there before: kept
+
+
+def test_compare_leaves_undefined_scores_unranked():
+    rows = [dict(name='A', iou=float('nan'), n_seeds=1), dict(name='B', iou=0.4, n_seeds=1),
+            dict(name='C', iou=None, n_seeds=1)]
+    verdict = compare(rows, 'iou')
+    assert verdict['best'] == 'B' and verdict['text'] == 'Only B has a iou (0.4). Not ranked, their iou undefined: A, C.'
+    none = compare([rows[0], rows[2]], 'iou')
+    assert none['best'] == 'A' and none['text'].startswith('No iou to compare: it is undefined for every row')
 
 
 def test_write_json_cleans_values(tmp_path):

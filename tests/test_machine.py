@@ -217,7 +217,7 @@ def test_slow_epochs_show_a_few_progress_lines_and_the_estimates(tiny3, tmp_path
         '--data', str(tiny3), '--out', str(out), '--quick', '--epochs', '2', '--size', '16', '--classes', '3',
         '--bs', '2', '--only', 'stage2_baseline,stage3_1_channels', '--device', 'cpu'])
     lines = capsys.readouterr().out.splitlines()
-    progress_lines = [l for l in lines if re.match(r'\S+ epoch \d/2: \d+/12 batches, [\d,]+ img/s$', l)]
+    progress_lines = [l for l in lines if re.match(r'\S+ epoch \d \(\d of 2\): \d+/12 batches, [\d,]+ img/s$', l)]
     per_epoch = {}
     for l in progress_lines: per_epoch[l.split(':')[0]] = per_epoch.get(l.split(':')[0], 0) + 1
     # 3 runs x 2 epochs, each with a few lines (not one per batch: 12 batches an epoch), under the stage's name
@@ -230,7 +230,7 @@ def test_slow_epochs_show_a_few_progress_lines_and_the_estimates(tiny3, tmp_path
         'stage3_1_channels: 2 runs, 3 epochs'], estimates
     assert 'img/s' in estimates[0] and "as fast per pixel as baseline-seed0's first" in estimates[0]
     assert "training epochs only, each as fast per pixel as stage2_baseline's" in estimates[1]
-    first = lines.index(next(l for l in lines if l.startswith('baseline-seed0 epoch 1/2: train_loss')))
+    first = lines.index(next(l for l in lines if l.startswith('baseline-seed0 epoch 0 (1 of 2): train_loss')))
     assert lines[first + 1] == estimates[0]  # right after the first epoch's line
     # the device, the precision and why: printed once, recorded in every run's config.json
     assert sum(l.startswith('device: ') for l in lines) == 1

@@ -96,7 +96,7 @@ def test_one_model_on_two_processes_with_torchrun(tiny_cli, tmp_path):
     # no ablation, so no run held the valid images out: no valid accuracy rather than one on trained-on images
     assert final['rows'][-1]['valid_acc'] is None and final['rows'][-1]['final_gap'] is None
     assert 'it has no valid accuracy' in (Path(final['path']) / 'ablation.md').read_text()
-    assert res.stdout.count('final-seed0 epoch 1/2') == 1  # only rank 0 speaks
+    assert res.stdout.count('final-seed0 epoch 1 (2 of 2)') == 1  # only rank 0 speaks
     assert [p.name for p in (tmp_path / 'out' / 'stage4_final').iterdir()] == [Path(final['path']).name]
 
 

@@ -11,7 +11,8 @@ from fastai.data.load import DataLoader
 from fastai.learner import Learner
 from fastai.torch_core import TensorImage, TensorMask
 
-from lab.metrics import seg_stats, iou_score, dice_score, pixel_accuracy, IoU, DiceScore, PixelAccuracy, seg_metrics
+from lab.metrics import (seg_stats, iou_score, dice_score, pixel_accuracy, score_text, IoU, DiceScore, PixelAccuracy,
+                         seg_metrics)
 from lab.losses import soft_dice_loss, BCEDiceLoss, seg_loss
 
 # 4x4 target with 4 foreground pixels; the prediction hits 3, misses 1 and adds 1: tp 3, fp 1, fn 1, tn 11.
@@ -53,17 +54,22 @@ def test_scores_by_hand():
     assert scores(PRED, TARGET) == [3 / 5, 6 / 8, 14 / 16]
 
 
+NAN = math.nan
+
+
 @pytest.mark.parametrize('pred, target, expected', [
-    (EMPTY, EMPTY, [1.0, 1.0, 1.0]),       # nothing to find, nothing found: perfect by convention
+    (EMPTY, EMPTY, [NAN, NAN, 1.0]),       # no rock to find: IoU and Dice undefined, not perfect
     (EMPTY, TARGET, [0.0, 0.0, 12 / 16]),  # everything missed
-    (TARGET, EMPTY, [0.0, 0.0, 12 / 16]),  # only false positives
+    (TARGET, EMPTY, [NAN, NAN, 12 / 16]),  # no rock to find: only pixel accuracy sees the false alarms
 ])
 def test_empty_masks(pred, target, expected):
-    assert scores(pred, target) == expected
+    assert scores(pred, target) == pytest.approx(expected, nan_ok=True)
 
 
 def test_no_pixels():
-    assert math.isnan(pixel_accuracy(0, 0, 0, 0)) and iou_score(0, 0, 0, 0) == 1.0
+    assert math.isnan(pixel_accuracy(0, 0, 0, 0)) and math.isnan(iou_score(0, 0, 0, 0))
+    assert score_text(iou_score(0, 0, 0, 5)) == 'undefined (no rock pixels)' == score_text(None)
+    assert score_text(iou_score(3, 1, 1, 11)) == '0.600'
 
 
 def test_threshold():

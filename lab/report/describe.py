@@ -107,13 +107,16 @@ def describe_backbone(recipe, checkpoint=None):
             f"head to 1 channel of logits; {_fmt_params(n)} in all, {n - n_enc:,} outside the encoder.")
 
 
-def describe_training(recipe, precision=None, label='Training'):
-    "The optimisation in words from a recipe: optimiser, lr, weight decay, schedule, epochs, batch, loss, mixing."
+def describe_training(recipe, precision=None, label='Training', bs_used=None):
+    """The optimisation in words from a recipe: optimiser, lr, weight decay, schedule, epochs, batch, loss, mixing.
+    `bs_used`: the batch the run used (config.json's data.bs), when the recipe's was capped at the training images."""
     lr = f"lr {recipe.lr:g}" + (f" (encoder {recipe.encoder_lr:g})" if recipe.encoder_lr else '')
     loss = LOSSES.get(recipe.loss, recipe.loss) + (f" with label smoothing {recipe.label_smoothing:g}"
                                                      if recipe.label_smoothing else '')
     parts = [f"{OPTIMIZERS.get(recipe.opt, recipe.opt)}, {lr}, weight decay {recipe.wd:g}",
-             SCHEDULES.get(recipe.schedule, recipe.schedule), f"{_epochs(recipe.epochs)}, batch {recipe.bs}",
+             SCHEDULES.get(recipe.schedule, recipe.schedule),
+             f"{_epochs(recipe.epochs)}, batch " + (f"{bs_used} (the recipe's {recipe.bs} capped at the training set)"
+                                                    if bs_used and bs_used < recipe.bs else f"{recipe.bs}"),
              f"loss {loss}"]
     if recipe.task == 'classify': parts.append(MIXES.get(recipe.mix, recipe.mix))
     if recipe.tta: parts.append('test-time augmentation (`learn.tta`) measured')
@@ -142,6 +145,10 @@ def describe_data(found, recipe):
                 f"{recipe.valid_pct:g}, "
                 f"seed {recipe.split_seed}; test = the official val split)"
                 + (f"; at most {recipe.max_items} train images per class" if recipe.max_items else '') + '. ')
+    elif info.get('held_out') is False:  # one frame: train, valid and test are the same frame
+        text = (f"Data: moon renders, {source}{stand_in}, `{found.data_path}`: **one frame, shared by train, valid "
+                f"and test, so its valid and test scores are not held out**"
+                + "; masks binarised as rock = green or blue of the Kaggle RGB masks. ")
     else:
         text = (f"Data: moon renders, {source}{stand_in}, `{found.data_path}`: {counts} train/valid/test frames "
                 f"(seeded split, valid {recipe.valid_pct:g}, test {recipe.test_pct:g})"

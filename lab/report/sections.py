@@ -5,8 +5,9 @@ from datetime import datetime
 from pathlib import Path
 
 from ..io import read_json
+from ..metrics import is_undefined
 from ..stats import wilson
-from ..tables import markdown_rows
+from ..tables import EPOCHS_FROM_0, markdown_rows
 from .describe import (_epochs, _recipe, describe_backbone, describe_data, describe_resnet, describe_training,
                        describe_unet)
 from .find import Figure, collect, provenance_warnings
@@ -14,10 +15,20 @@ from .find import Figure, collect, provenance_warnings
 EXPERIMENTS_TITLE = 'All Task 2 experiments (T2.13)'
 
 
+def _data_info(f):
+    "The data section of the section's run's config.json (counts, batch used, caveats), or {}."
+    info = (f.config or {}).get('data')
+    return info if isinstance(info, dict) else {}
+
+
+def _training(f, recipe, **kw):
+    "describe_training of `recipe` with the precision and the batch the section's run actually used."
+    return describe_training(recipe, (f.config or {}).get('precision'), bs_used=_data_info(f).get('bs'), **kw)
+
+
 def _design(f, recipe, source, model_text):
     "A section's design paragraphs: the model (`model_text`, read from `source`), its training and its data."
-    return [f"**Design** ({source}): {model_text}", describe_training(recipe, (f.config or {}).get('precision')),
-            describe_data(f, recipe)]
+    return [f"**Design** ({source}): {model_text}", _training(f, recipe), describe_data(f, recipe)]
 
 
 def _fig(folder, name, caption):
@@ -37,9 +48,9 @@ def _num(v, digits=3):
 
 
 def _epoch(v):
-    "A best epoch (0-based, a mean over seeds) counted from 1: '3', or '3.5' for a mean."
+    "A best epoch (a mean over seeds), counted from 0 as everywhere in the lab: '3', or '3.5' for a mean."
     if v is None or (isinstance(v, float) and math.isnan(v)): return '-'
-    v = float(v) + 1
+    v = float(v)
     return str(int(v)) if v == int(v) else f"{v:.1f}"
 
 
@@ -71,6 +82,7 @@ def _header(out, found, per_warnings):
     elif f.source: bits.append(f"inputs: {f.source}")
     items = ['*' + '; '.join(bits) + '.*']
     items += [f"> **Warning:** {w}" for w in per_warnings.get(f.spec.stage, [])]
+    items += [f"> **Caveat:** {c}." for c in f.summary.get('caveats') or []]  # what its data cannot support
     if f.newer:
         items.append("> Note: newer invocations of this stage did not finish and are not shown: "
                      + ', '.join(f"`{n}` ({s})" for n, s in f.newer) + '.')
@@ -144,7 +156,7 @@ def _resnet_rows(f, stats=False):
             row += [_num(r.get('dead_share')), _num(r.get('act_std_last')), _num(r.get('grad_first_over_last'), 3)]
         rows.append(row)
     return (markdown_rows(header, rows)
-            + '\n\nBest epoch counted from 1; valid accuracy at the best epoch by valid accuracy.')
+            + f'\n\nValid accuracy at the best epoch by valid accuracy; {EPOCHS_FROM_0} (0 is the first).')
 
 
 def _design_variants(f):
@@ -163,7 +175,7 @@ def _resnet(out, f):
     items = ['**Design** (read from each variant\'s recipe in its run\'s config.json):', '\n'.join(lines)]
     if f.summary.get('chosen_from'): items.append(f"Configuration taken from: {f.summary['chosen_from']}")
     if base:
-        items += [describe_training(base, (f.config or {}).get('precision')), describe_data(f, base)]
+        items += [_training(f, base), describe_data(f, base)]
     items += [_resnet_rows(f, stats)]
     if f.spec.stage == 'stage2_baseline':
         figs = _figs(_fig(f.run, 'accuracy.png', 'accuracy: train and valid per epoch'),
@@ -217,7 +229,7 @@ def _classifier(out, f):
                      f"{_pct(tlo)}-{_pct(thi)} (n={r.get('n_test')})" if tlo is not None else '-',
                      _epoch(r.get('best_epoch')), r.get('n_seeds')])
     items.append(markdown_rows(['model', 'configuration', 'params (M)', 'valid acc', 'Wilson 95%', 'test acc',
-                                'Wilson 95%', 'best epoch', 'seeds'], rows))
+                                'Wilson 95%', 'best epoch', 'seeds'], rows) + f"\n\nBest epoch: {EPOCHS_FROM_0}.")
     items.append(_embed(f.run / 'per_class.md') if f.run else None)
     items += [_figs(_fig(f.run, 'accuracy.png', 'accuracy per epoch'), _fig(f.run, 'loss.png', 'loss per epoch'),
                     _fig(f.run, 'confusion_matrix.png', 'confusion matrix on the test set'),
@@ -228,15 +240,23 @@ def _classifier(out, f):
     return [i for i in items if i]
 
 
+def _score(r, key):
+    "An IoU or Dice cell: empty when it was measured but is undefined (no rock pixels), '-' when not measured."
+    return '' if key in r and is_undefined(r[key]) else _num(r.get(key))
+
+
 def _seg_table(rows):
     header = ['model', 'params (M)', 'trainable (M)', 'valid IoU', 'valid Dice', 'valid pixel acc', 'test IoU',
               'test Dice', 'real-frame IoU', 'real-frame Dice', 'epochs', 'seeds']
-    body = [[r['name'], _num(r.get('params_M')), _num(r.get('trainable_M')), _num(r.get('iou')), _num(r.get('dice')),
-             _num(r.get('pixel_acc')), _num(r.get('test_iou')), _num(r.get('test_dice')), _num(r.get('real_iou')),
-             _num(r.get('real_dice')), r.get('epochs'), r.get('n_seeds')] for r in rows]
+    body = [[r['name'], _num(r.get('params_M')), _num(r.get('trainable_M')), _score(r, 'iou'), _score(r, 'dice'),
+             _num(r.get('pixel_acc')), _score(r, 'test_iou'), _score(r, 'test_dice'), _score(r, 'real_iou'),
+             _score(r, 'real_dice'), r.get('epochs'), r.get('n_seeds')] for r in rows]
+    empty = any(c == '' for row in body for c in row)
     return markdown_rows(header, body) + ('\n\nValid at the best epoch by valid IoU; threshold 0.5, counts summed '
                                           'over all pixels; real frame = the real Kaggle render of a known place '
-                                          '(sim-to-real).')
+                                          '(sim-to-real).' + (' An empty IoU or Dice cell: no rock pixels in that '
+                                                              "split's masks, so the score is undefined." if empty
+                                                              else ''))
 
 
 def _real_note(run):
@@ -254,7 +274,8 @@ def _unet(out, f):
     items += [_seg_table(s.get('rows', [])), _real_note(f.run),
               _figs(_fig(f.run, 'prediction_0.png', 'valid frame: input, predicted mask, true mask'),
                     _fig(f.run, 'prediction_1.png', 'another valid frame'),
-                    _fig(f.run, 'test_prediction_0.png', 'held-out test frame'),
+                    _fig(f.run, 'test_prediction_0.png', 'held-out test frame' if _data_info(f).get('held_out', True)
+                         else 'test frame (the training frame itself: not held out)'),
                     _fig(f.run, 'real_prediction_0.png', 'the real Kaggle frame (sim-to-real)'),
                     _fig(f.run, 'iou.png', 'IoU per epoch'), _fig(f.run, 'loss.png', 'loss per epoch')),
               '**Conclusion (computed):** ' + s.get('conclusion', '')]
@@ -272,9 +293,9 @@ def _backbone(out, f):
     if a:
         checkpoint = _rel_out(out, s['checkpoint']) if s.get('checkpoint') else None
         items += [f"**Design** (variant A's recipe): {describe_backbone(a, checkpoint)}",
-                  describe_training(a, (f.config or {}).get('precision'), label='Variant A, training')]
-        if b: items.append(describe_training(b, label="Variant B (A's best checkpoint, unfrozen, discriminative "
-                                                       "learning rates), training"))
+                  _training(f, a, label='Variant A, training')]
+        if b: items.append(_training(f, b, label="Variant B (A's best checkpoint, unfrozen, discriminative "
+                                                 "learning rates), training"))
         items.append(describe_data(f, a))
     base = s.get('baseline')
     if base and base != 'trained here' and Path(base, 'summary.json').is_file():
@@ -285,7 +306,8 @@ def _backbone(out, f):
     items += [_seg_table(s.get('rows', [])), _real_note(b_run if b_run.is_dir() else a_run),
               _figs(_fig(a_run, 'prediction_0.png', 'A (frozen encoder): valid frame'),
                     _fig(b_run, 'prediction_0.png', 'B (fine-tuned): valid frame'),
-                    _fig(b_run, 'test_prediction_0.png', 'B: held-out test frame'),
+                    _fig(b_run, 'test_prediction_0.png', 'B: held-out test frame' if _data_info(f).get('held_out', True)
+                         else 'B: test frame (the training frame itself: not held out)'),
                     _fig(b_run, 'real_prediction_0.png', 'B: the real Kaggle frame'),
                     _fig(a_run, 'iou.png', 'A: IoU per epoch'), _fig(b_run, 'iou.png', 'B: IoU per epoch')),
               '**Conclusion (computed):** ' + s.get('conclusion', '')]
