@@ -221,7 +221,7 @@ def stage_cost(n_rows, n_seeds, epochs, n_train, n_valid, refit=False):
     of the ablation at most (0 without it)."""
     runs = (n_rows + 1) * n_seeds  # the rows and the final model
     images = runs * epochs * n_train + (n_seeds * epochs * (n_train + n_valid) if refit else 0)
-    text = (f"stage 4 trains at most {n_rows} ablation row(s) + the final model = {runs} runs x {epochs} epochs x "
-            f"{n_train:,} train images" + (f", + refit {n_seeds} run(s) x {epochs} epochs x {n_train + n_valid:,} "
+    what = f"at most {n_rows} ablation row(s) + the final model" if n_rows else 'the final model'
+    text = (f"stage 4 trains {what} = {runs} run(s) x {epochs} epochs x {n_train:,} train images" + (f", + refit {n_seeds} run(s) x {epochs} epochs x {n_train + n_valid:,} "
                                            f"images" if refit else '') + f" = {images:,} training images")
     return text, images

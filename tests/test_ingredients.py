@@ -259,5 +259,5 @@ def test_gain_verdict_rule():
 
 def test_the_stage_cost_is_runs_times_epochs_times_images():
     text, images = ablation.stage_cost(11, 2, 35, 4000, 1000)
-    assert images == 12 * 2 * 35 * 4000 and '24 runs x 35 epochs x 4,000 train images' in text
+    assert images == 12 * 2 * 35 * 4000 and '24 run(s) x 35 epochs x 4,000 train images' in text
     assert ablation.stage_cost(0, 1, 2, 120, 30, refit=True)[1] == 2 * 120 + 2 * 150

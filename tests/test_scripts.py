@@ -28,7 +28,7 @@ def test_baseline_then_final_with_ablation_and_test_report(tiny_cli, tmp_path, c
     main_of('stage4_final')(tiny_cli('--refit', epochs=3))
     printed = capsys.readouterr().out
     assert 'no finished stage3_3_activations run on this data' in printed  # run alone, it says it uses the default
-    assert 'stage 4 trains at most 11 ablation row(s) + the final model = 12 runs x 3 epochs x 24 train images' in printed
+    assert 'stage 4 trains at most 11 ablation row(s) + the final model = 12 run(s) x 3 epochs x 24 train images' in printed
     final = latest_stage_summary(out, 'stage4_final')
     folder = Path(final['path'])
     ablation = pd.read_csv(folder / 'ablation.csv')
