@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
+import numpy as np
 
 from .comparisons import classifier_row
 from .recipe import SPEC
@@ -139,11 +140,19 @@ def final_row(final, runs, base_name=None):
     row = classifier_row('final', final, runs)
     test = _values(runs, 'test_acc_tta' if final.tta else 'test_acc', None)
     row.update(step=f"final: {base_name or 'the recipe'}" + (' + TTA' if final.tta else '') +
-               ', trained on train, best epoch by valid accuracy', on=base_name, kept='final',
-               test_acc=mean_std(test)[0], test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test),
-               test_values=test, why='the headline: the best row (and TTA when kept), trained on train')
+               ', trained on train, best epoch by valid accuracy', on=base_name, kept='final', **_test(test, row),
+               test_values=test, why='the headline: ' + ('the best row (and TTA when kept)' if base_name else
+                                                          'the recipe as given (--no-ablation)') + ', trained on train')
     if final.train_on_valid: row.update({k: None for k in HELD_OUT})  # --train-on-valid asked for: nothing held out
     return row
+
+
+def _test(values, row):
+    "A row's test columns from its per-seed test accuracies (the headline's: with TTA when the recipe has it)."
+    n = row.get('n_test') or 0
+    return dict(test_acc=mean_std(values)[0], test_acc_std=mean_std(values)[1], test_acc_ci=seed_interval(values),
+                test_lo=float(np.mean([wilson(v, n)[0] for v in values])),
+                test_hi=float(np.mean([wilson(v, n)[1] for v in values])))
 
 
 def refit_row(refit, runs):
@@ -152,8 +161,7 @@ def refit_row(refit, runs):
     test = _values(runs, 'test_acc_tta' if refit.tta else 'test_acc', None)
     row.update({k: None for k in HELD_OUT})
     row.update(step='refit: the final recipe on train + valid, last epoch (extra; not the headline)', on='final',
-               kept='extra', test_acc=mean_std(test)[0], test_acc_std=mean_std(test)[1],
-               test_acc_ci=seed_interval(test),
+               kept='extra', **_test(test, row),
                why='no held-out valid images: no checkpoint chosen, no valid accuracy; shown beside the final model only')
     return row
 
