@@ -183,16 +183,17 @@ class ClassName(ItemTransform):
 
 
 def tiny_imagenet_dls(splits, size=64, bs=128, augment='light', train_on_valid=False, val_bs=None, device=None,
-                      num_workers=0):
+                      num_workers=0, min_scale=0.35):
     """fastai DataLoaders over `splits.train` + `splits.valid` (the same items as `TinyImageNetDataset`).
 
     Images are resized to `size` (bilinear squish: 64 -> 128 for T3.1 upsamples the 64 px originals; at 64 they are
     left unchanged). `augment`: a preset of `data.augment` run as batch transforms (on the device), then ImageNet
     normalisation; True means 'light' (flips, rotation <= 10 deg, zoom <= 1.1, lighting), False 'none'.
     `train_on_valid`: the valid images are trained on too (the valid loader then holds seen images).
-    `val_bs`: the validation batch (default: 4x `bs`; no gradients, so it fits)."""
+    `val_bs`: the validation batch (default: 4x `bs`; no gradients, so it fits). `min_scale`: the smallest crop of
+    the 'rrc' preset."""
     from .augment import augment_tfms
-    aug = augment_tfms({True: 'light', False: 'none'}.get(augment, augment), size=size)
+    aug = augment_tfms({True: 'light', False: 'none'}.get(augment, augment), size=size, min_scale=min_scale)
     train = splits.train + (splits.valid if train_on_valid else [])
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=splits.names, sort=False)),
                       get_x=ItemGetter(0), get_y=ClassName(splits.names),

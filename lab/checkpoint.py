@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastai.callback.core import Callback
-from fastai.torch_core import get_model
+from fastai.optimizer import OptimWrapper
+from fastai.torch_core import get_model, to_device
 from fastcore.foundation import L
 
 from arch.unet import BackboneUNet
@@ -161,7 +162,10 @@ def resume(learn, run_dir, recipe, stats):
         raise ValueError(f"{path}: a checkpoint of another recipe; remove the run folder {run_dir} to train it anew")
     get_model(learn.model).load_state_dict(state['model'])
     if learn.opt is None: learn.create_opt()
-    learn.opt.load_state_dict(state['opt'])
+    opt_state = state['opt']
+    if not isinstance(learn.opt, OptimWrapper):  # fastai's own optimisers (ranger) keep their state where it is loaded
+        opt_state = to_device(opt_state, next(get_model(learn.model).parameters()).device)
+    learn.opt.load_state_dict(opt_state)
     _set_rng_state(learn, state['rng'])
     for s, st in zip(stats, state['stats']): s.load_state(st)
     print(f"{Path(run_dir).name}: resuming after epoch {state['epoch']} ({state['epoch'] + 1} of {recipe.epochs} "

@@ -114,7 +114,7 @@ def build_data(recipe, device=None, say=True, in_memory=None):
         _check_first(splits.train + splits.valid)
         dls = tiny_imagenet_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment,
                                 train_on_valid=recipe.train_on_valid, device=device,
-                                num_workers=0 if in_memory else loader_workers())
+                                num_workers=0 if in_memory else loader_workers(), min_scale=recipe.min_scale)
         test, names = splits.test, splits.names
         info = dict(wnids=splits.wnids, classes=splits.names, n_train=len(splits.train), n_valid=len(splits.valid),
                     n_test=len(splits.test), split=splits.notes)

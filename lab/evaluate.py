@@ -2,8 +2,10 @@
 
 `evaluate_run` is what a run does after training (lab.train) and what scripts/evaluate.py does for any finished run:
 classifier: accuracy with its 95% Wilson interval, per-class P/R/F1, confusion matrix (PNG + CSV), `show_results`
-and 10 random test images, plus test-time augmentation (`learn.tta`) when the recipe asks for it; U-Net: IoU, Dice
-and pixel accuracy on the held-out test frames and on the real Kaggle frame(s), with prediction figures.
+and 10 random test images, plus test-time augmentation when the recipe asks for it (fastai's `learn.tta`, or the
+lab's multi-view TTA: `lab.ingredients.multi_view_logits`); with TTA the per-class table, the confusion matrix and the
+samples rest on the TTA predictions, the same as the headline accuracy. U-Net: IoU, Dice and pixel accuracy on the
+held-out test frames and on the real Kaggle frame(s), with prediction figures.
 """
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +20,7 @@ from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .data import build_data, real_moon_pair
+from .ingredients import multi_view_logits, view_words
 from .io import read_json, write_json
 from .learner import load_run_model, make_learner, seed_everything, setup_torch
 from .machine import environment_info
@@ -25,8 +28,8 @@ from .predict import check_run_dir
 from .stats import wilson
 from .tables import markdown_table, write_table
 
-__all__ = ['test_report', 'per_class_table', 'plot_samples', 'evaluate_run', 'tta_accuracy', 'seg_scores',
-           'plot_predictions', 'evaluate_saved_run']
+__all__ = ['test_report', 'per_class_table', 'plot_samples', 'evaluate_run', 'tta_accuracy', 'predictions',
+           'tta_words', 'tta_scores', 'seg_scores', 'plot_predictions', 'evaluate_saved_run']
 
 
 def per_class_table(targets, predictions, names):
@@ -52,12 +55,22 @@ def plot_samples(dl, predictions, targets, names, path, n=10, seed=0):
     return Path(path)
 
 
-def test_report(learn, dl, names, folder, seed=0, figures=True, title='Test set'):
+class _GivenConfusion(ClassificationInterpretation):
+    "fastai's confusion-matrix plot of a matrix computed already (fastai's own would predict again, without TTA)."
+    def __init__(self, learn, dl, cm):
+        super().__init__(learn, dl, losses=None)
+        self.cm = cm
+    def confusion_matrix(self): return self.cm
+
+
+def test_report(learn, dl, names, folder, seed=0, figures=True, title='Test set', preds=None):
     """Evaluate `learn` on the labelled `dl`; write per_class.md/csv and confusion_matrix.csv (and, with `figures`,
-    confusion_matrix.png, show_results.png, test_samples.png) into `folder`; return dict(test_acc, macro_f1, n...)."""
+    confusion_matrix.png, show_results.png, test_samples.png) into `folder`; return dict(test_acc, macro_f1, n...).
+    `preds`: (scores, targets) to report on (e.g. TTA's); default: one plain pass (`learn.get_preds`). The table,
+    matrix and samples all rest on them; `show_results` is fastai's own plain pass."""
     folder = Path(folder)
-    _, targets, predictions = learn.get_preds(dl=dl, with_decoded=True)
-    predictions, targets = predictions.numpy(), targets.numpy()
+    scores, targets = preds if preds is not None else learn.get_preds(dl=dl)[:2]
+    predictions, targets = scores.argmax(dim=1).numpy(), targets.numpy()
     acc = float((predictions == targets).mean())
     lo, hi = wilson(acc, len(targets))
     table = per_class_table(targets, predictions, names)
@@ -67,8 +80,8 @@ def test_report(learn, dl, names, folder, seed=0, figures=True, title='Test set'
     pd.DataFrame(cm, index=[f'true {n}' for n in names], columns=[f'pred {n}' for n in names]).to_csv(
         folder / 'confusion_matrix.csv')
     if figures:
-        ClassificationInterpretation.from_learner(learn, dl=dl).plot_confusion_matrix(
-            figsize=(8, 8), title=f'Confusion matrix ({title.lower()}, acc {acc:.1%})')
+        _GivenConfusion(learn, dl, cm).plot_confusion_matrix(
+            figsize=(8, 8), title=f'Confusion matrix ({title[0].lower() + title[1:]}, acc {acc:.1%})')
         plt.gcf().savefig(folder / 'confusion_matrix.png', dpi=110, bbox_inches='tight'); plt.close('all')
         learn.show_results(dl=dl, max_n=9)
         plt.gcf().savefig(folder / 'show_results.png', dpi=110, bbox_inches='tight'); plt.close('all')
@@ -76,10 +89,50 @@ def test_report(learn, dl, names, folder, seed=0, figures=True, title='Test set'
     return dict(test_acc=acc, test_acc_lo=lo, test_acc_hi=hi, macro_f1=float(table['f1'].iloc[-1]), n=len(targets))
 
 
-def tta_accuracy(learn, dl):
-    "Accuracy of fastai's test-time augmentation (`learn.tta`: 4 augmented passes blended with the plain one) on `dl`."
-    preds, targets = learn.tta(dl=dl)
-    return float((preds.argmax(dim=1) == targets).float().mean())
+def _accuracy(scores, targets): return float((scores.argmax(dim=1) == targets).float().mean())
+
+
+def predictions(learn, dl, recipe):
+    """dict(plain=scores of one pass, tta=scores with the recipe's TTA or None, targets) of `learn` on the labelled
+    `dl`, in one call: with `tta_views` >= 2 the multi-view logits (`lab.ingredients.multi_view_logits`, one pass),
+    with 0 fastai's `learn.tta` (4 passes with the training augmentation, blended 0.75 / 0.25 with the plain pass:
+    fastai's default, `beta=0.25`)."""
+    if not recipe.tta:
+        plain, targets = learn.get_preds(dl=dl)[:2]
+        return dict(plain=plain, tta=None, targets=targets)
+    if recipe.tta_views:
+        tta, plain, targets = multi_view_logits(learn, dl, recipe.tta_views)
+        return dict(plain=plain, tta=tta, targets=targets)
+    (augmented, plain), targets = learn.tta(dl=dl, beta=None)
+    return dict(plain=plain, tta=torch.lerp(augmented, plain, 0.25), targets=targets)
+
+
+def tta_words(recipe):
+    "The recipe's test-time augmentation in words."
+    return (f"multi-view TTA, {view_words(recipe.tta_views)}" if recipe.tta_views else
+            "fastai's learn.tta (4 augmented passes blended with the plain one)")
+
+
+def tta_accuracy(learn, dl, recipe):
+    "Accuracy on `dl` with the recipe's test-time augmentation (see `predictions`)."
+    p = predictions(learn, dl, recipe)
+    return _accuracy(p['tta'], p['targets'])
+
+
+def tta_scores(run_dir, recipe):
+    """Valid and test accuracy of a finished classifier run's kept checkpoint (model.pth), one pass and with
+    `recipe`'s test-time augmentation: dict(valid_acc, valid_acc_tta, test_acc, test_acc_tta, n_valid, n_test).
+    Stage 4 measures TTA this way on its best row only; nothing is written."""
+    model, _ = load_run_model(run_dir)
+    seed_everything(recipe.seed)  # fastai's learn.tta draws augmentations: the same ones every time
+    data = build_data(recipe, say=False)
+    learn = make_learner(recipe, model, data.dls)
+    out = {}
+    for split, dl in (('valid', data.dls.valid), ('test', data.test_dl())):
+        p = predictions(learn, dl, recipe)
+        out.update({f'{split}_acc': _accuracy(p['plain'], p['targets']), f'{split}_acc_tta': _accuracy(p['tta'], p['targets']),
+                    f'n_{split}': len(p['targets'])})
+    return out
 
 
 def plot_predictions(learn, dl, folder, n=4, threshold=0.5, prefix='prediction'):
@@ -112,11 +165,19 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
     `test`: the test split too; `figures`: the PNGs; `real_pair`: segmentation on the real Kaggle frame(s) as well."""
     folder, out = Path(folder), {}
     if recipe.task == 'classify':
-        if recipe.tta and not recipe.train_on_valid: out['valid_acc_tta'] = tta_accuracy(learn, learn.dls.valid)
+        if recipe.tta and not recipe.train_on_valid: out['valid_acc_tta'] = tta_accuracy(learn, learn.dls.valid, recipe)
         if test:
             tdl = data.test_dl()
-            out.update(test_report(learn, tdl, data.names, folder, seed=recipe.seed, figures=figures))
-            if recipe.tta: out['test_acc_tta'] = tta_accuracy(learn, tdl)
+            p = predictions(learn, tdl, recipe)  # the plain pass and (with TTA) the headline's, together
+            headline = p['tta'] if recipe.tta else p['plain']
+            title = f"Test set, with {tta_words(recipe)}" if recipe.tta else 'Test set'
+            out.update(test_report(learn, tdl, data.names, folder, seed=recipe.seed, figures=figures, title=title,
+                                   preds=(headline, p['targets'])), test_report_preds='tta' if recipe.tta else 'plain')
+            if recipe.tta:  # test_acc stays the plain pass's (the ablation's rows compare it); the report is TTA's
+                out['test_acc_tta'] = out['test_acc']
+                plain = _accuracy(p['plain'], p['targets'])
+                lo, hi = wilson(plain, len(p['targets']))
+                out.update(test_acc=plain, test_acc_lo=lo, test_acc_hi=hi)
         return out
     if figures:
         plot_predictions(learn, learn.dls.valid, folder)

@@ -24,6 +24,7 @@ from arch.resnet import ResNet, resnet_splitter
 from arch.unet import BackboneUNet, UNet, unet_splitter
 from .checkpoint import load_init, read_checkpoint
 from .distributed import ddp_context
+from .ingredients import FASTAI_OPTIMIZERS, MixUntil, WeightEMA
 from .losses import seg_loss
 from .machine import cpu_threads, default_device, resolve_precision
 from .metrics import DeviceAccuracy, seg_metrics
@@ -100,6 +101,7 @@ TORCH_OPTIMIZERS = {  # torch's optimisers (fused on a GPU) through fastai's Opt
     'adam': torch.optim.Adam,      # parameter in Python, a dozen kernel launches each; the spec's plain Adam (T2.5)
     'adamw': torch.optim.AdamW,    # decoupled weight decay
     'sgd': partial(torch.optim.SGD, momentum=0.9),
+    'sgd_nesterov': partial(torch.optim.SGD, momentum=0.9, nesterov=True),  # Nesterov momentum (lab/recipe.py)
 }
 
 
@@ -116,10 +118,11 @@ def make_learner(recipe, model, dls, cbs=()):
     else: loss, metrics, splitter = seg_loss(recipe.loss), seg_metrics(), unet_splitter
     device = torch.device(getattr(dls, 'device', None) or default_device())
     cuda = device.type == 'cuda'
-    fused = dict(fused=True) if cuda and recipe.opt != 'sgd' else {}
-    opt_func = partial(OptimWrapper, opt=partial(TORCH_OPTIMIZERS[recipe.opt], **fused))
+    fused = dict(fused=True) if cuda and not recipe.opt.startswith('sgd') else {}
+    opt_func = FASTAI_OPTIMIZERS.get(recipe.opt) or partial(OptimWrapper, opt=partial(TORCH_OPTIMIZERS[recipe.opt], **fused))
     cbs = list(cbs) + precision_callbacks(resolve_precision(recipe.precision, device)[0])
     cbs += {'mixup': [MixUp()], 'cutmix': [CutMix()], 'none': []}[recipe.mix]
+    cbs += ([MixUntil(recipe.mix_until)] if recipe.mix_until < 1 else []) + ([WeightEMA(recipe.ema)] if recipe.ema else [])
     learn = LabLearner(dls, model, loss_func=loss, opt_func=opt_func, metrics=metrics, splitter=splitter, cbs=cbs,
                        wd=recipe.wd, train_bn=not recipe.freeze)
     learn.remove_cb(ProgressCallback)  # its per-batch loss display syncs the GPU every batch; EpochLog says enough
@@ -137,6 +140,6 @@ def lr_of(recipe):
 
 
 def fit_recipe(learn, recipe, cbs=()):
-    "`fit` or `fit_one_cycle` as the recipe says, inside fastai's `distrib_ctx` under torchrun (DDP)."
-    fit = learn.fit_one_cycle if recipe.schedule == 'one_cycle' else learn.fit
+    "`fit`, `fit_one_cycle` or `fit_flat_cos` as the recipe says, inside fastai's `distrib_ctx` under torchrun (DDP)."
+    fit = {'one_cycle': learn.fit_one_cycle, 'flat_cos': learn.fit_flat_cos}.get(recipe.schedule, learn.fit)
     with ddp_context(learn): fit(recipe.epochs, lr_of(recipe), cbs=cbs)

@@ -6,16 +6,23 @@ ahead of the device, so a rate is right over seconds, not per batch. The estimat
 assume: every remaining epoch costs, per pixel of its training images, what the measured one did (validation
 included); runs of a stage's variants differ in cost (channels, blocks), so the figure is "about".
 """
-import time
+import inspect, time
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastai.callback.core import Callback
 from fastai.torch_core import find_bs
 
+from data.locate import find_moon
+from data.moon import moon_pairs
+from data.synthetic import make_moon_like
 from .distributed import is_rank0
+from .io import read_json
+from .lookup import latest_stage_summary
+from .recipe import Recipe
 
 __all__ = ['PROGRESS_AFTER_S', 'LINES_PER_EPOCH', 'Work', 'work_of', 'duration', 'estimate_line', 'StagePlan',
-           'using_plan', 'RunProgress']
+           'using_plan', 'RunProgress', 'lab_estimate']
 
 PROGRESS_AFTER_S = 10.0  # an epoch running longer than this prints progress lines
 LINES_PER_EPOCH = 4      # about this many per epoch at most (and never closer than PROGRESS_AFTER_S)
@@ -140,3 +147,34 @@ class RunProgress(Callback):
         if _plan is not None and is_rank0() and self.images:
             _plan.epoch_done(self.run_name, self.epoch + 1, clock() - self.t0, self.images, self.size, self.n_train,
                              self.n_valid)
+
+
+def _moon_counts(moon, recipe):
+    "About how many (train, valid) frames a U-Net recipe will see: the moon data found, or the set it will generate."
+    try: n = len(moon_pairs(find_moon(moon, generate=False, quiet=True)[0]))
+    except (FileNotFoundError, ValueError): n = inspect.signature(make_moon_like).parameters['n'].default
+    n = min(n, recipe.max_items or n)
+    n_valid = max(1, round(recipe.valid_pct * n))
+    return max(1, n - n_valid - (max(1, round(recipe.test_pct * n)) if recipe.test_pct else 0)), n_valid
+
+
+def lab_estimate(out, measured, planned, seeds, moon=None):
+    """One line: the time the runs `planned` (script -> the recipes it trains per seed) will take for `seeds`, at the
+    speed per pixel of the newest finished stage `measured` under `out` (the median epoch of its runs, validation
+    included), one run after another; None without the numbers. `moon`: the U-Net scripts' data folder."""
+    summary = latest_stage_summary(out, measured, say=False)
+    runs = [read_json(p) for p in sorted(Path(summary['path']).glob('*/summary.json'))] if summary else []
+    if not runs or not planned: return None
+    speeds = [work_of(r['run'], Recipe.from_dict(r['recipe']), r['n_train'], r['n_valid']).images
+              * r['recipe']['size'] ** 2 / r['epoch_seconds'] for r in runs if r.get('epoch_seconds')]
+    if not speeds: return None
+    todo = []
+    for name, recipes in planned.items():
+        for r in recipes:
+            n_train, n_valid = ((runs[0]['n_train'], runs[0]['n_valid']) if r.task == 'classify' else
+                                _moon_counts(moon, r))
+            todo += [work_of(f'{name} seed{s}', r, n_train, n_valid) for s in seeds]
+    return estimate_line(f"run_all, {len(planned)} training script{'s' if len(planned) > 1 else ''} after {measured}",
+                         todo, sum(speeds) / len(speeds), runs[0]['recipe']['size'],
+                         assumes=f"training epochs only, each as fast per pixel as {measured}'s with its validation; "
+                                 f"one run after another")

@@ -21,12 +21,19 @@ __all__ = ['Recipe', 'PROFILES', 'scale_to_profile', 'pick_profile', 'SPEC', 'FI
 
 ARCHS = ('resnet', 'unet', 'backbone_unet')
 # the choices of a field, each with the words the report describes it in
-OPTIMIZERS = {'adam': 'Adam', 'adamw': 'AdamW (decoupled weight decay)', 'sgd': 'SGD (momentum 0.9)'}
+OPTIMIZERS = {'adam': 'Adam', 'adamw': 'AdamW (decoupled weight decay)', 'sgd': 'SGD (momentum 0.9)',
+              # fastai's own `ranger` (RAdam + Lookahead, k=6, alpha 0.5) with the settings of fastai's Imagenette
+              # example (nbs/examples/train_imagenette.py: mom 0.9, sqr_mom 0.99, eps 1e-6), decoupled weight decay
+              'ranger': "fastai's ranger (RAdam + Lookahead; mom 0.9, sqr_mom 0.99, eps 1e-6, decoupled weight decay)",
+              # torch's SGD with Nesterov momentum (Sutskever et al. 2013), L2 weight decay: the classic CIFAR ResNet
+              'sgd_nesterov': 'SGD with Nesterov momentum 0.9 (L2 weight decay)'}
 SCHEDULES = {'constant': 'constant learning rate (`learn.fit`)',
-             'one_cycle': 'one-cycle schedule (`learn.fit_one_cycle`, the lr is its peak)'}
+             'one_cycle': 'one-cycle schedule (`learn.fit_one_cycle`, the lr is its peak)',
+             # fastai's `fit_flat_cos`, the schedule of fastai's Imagenette leaderboard recipe (with ranger)
+             'flat_cos': 'flat, then cosine annealing (`learn.fit_flat_cos`: the lr held for 75% of the steps)'}
 LOSSES = {'ce': 'cross-entropy', 'bce': 'BCE with logits', 'dice': 'soft Dice',
           'bce_dice': '0.5 BCE with logits + 0.5 soft Dice'}
-AUGMENTS = ('none', 'flip', 'light', 'padcrop', 'seg')
+AUGMENTS = ('none', 'flip', 'light', 'padcrop', 'rrc', 'seg')
 MIXES = {'none': 'no sample mixing', 'mixup': 'MixUp (fastai callback: two images and their labels blended)',
          'cutmix': 'CutMix (fastai callback: a patch of another image pasted in, labels mixed by its area)'}
 PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
@@ -56,24 +63,42 @@ class Recipe:
                             default=42)
     size: int = _help('image size in px (square; images are squished, not cropped)', default=64)
     augment: str = _help('batch augmentation on the device: none, flip, light (flip/rotate/zoom/lighting), padcrop '
-                         '(reflect-pad 8 + random crop + flip), seg (flip/rotate/zoom/lighting, masks follow)',
-                         default='flip')
+                         '(reflect-pad 8 + random crop + flip), rrc (random resized crop + flip), seg '
+                         '(flip/rotate/zoom/lighting, masks follow)', default='flip')
+    # rrc: the smallest crop, as a share of the image's area; 0.35 is fastai's Imagenette recipe
+    # (RandomResizedCrop(size, min_scale=0.35) in nbs/examples/train_imagenette.py)
+    min_scale: float = _help('augment rrc: the smallest crop area, as a share of the image (0.35: fastai\'s Imagenette '
+                             'recipe)', default=0.35)
     mix: str = _help('sample mixing: none, mixup or cutmix (fastai callbacks)', default='none')
+    # Mixing for the first part of training only: fastai's Imagenette notes say mixup "tends to only help for 80+
+    # epochs"; switching it off for the last epochs lets a short run fit the real images (lab.ingredients.MixUntil)
+    mix_until: float = _help('mixing only in the epochs that end by this share of the run (0.8: off for the last '
+                             'fifth; 1: all epochs)', default=1.0)
     max_items: int = _help('images kept per class (moon: frames kept); empty: all', default=None)
-    train_on_valid: bool = _help('train on train + valid (the final model, once the recipe is fixed on valid); the '
-                                 'last epoch is kept', default=False)
+    train_on_valid: bool = _help('train on train + valid (stage 4\'s --refit row, once the recipe is fixed on '
+                                 'valid; never the headline): the last epoch is kept', default=False)
     # optimisation
-    opt: str = _help('optimiser: adam (no weight decay, T2.5), adamw (decoupled decay), sgd (momentum 0.9)',
-                     default='adam')
+    opt: str = _help('optimiser: adam (no weight decay, T2.5), adamw (decoupled decay), sgd (momentum 0.9), '
+                     'sgd_nesterov (Nesterov momentum 0.9), ranger (fastai: RAdam + Lookahead)', default='adam')
     lr: float = _help('learning rate (the peak of one_cycle)', default=1e-3)
     encoder_lr: float = _help('backbone U-Net: learning rate of the encoder group (empty: lr)', default=None)
     wd: float = _help('weight decay', default=0.0)
-    schedule: str = _help('constant (fit) or one_cycle (fit_one_cycle)', default='constant')
+    schedule: str = _help('constant (fit), one_cycle (fit_one_cycle) or flat_cos (fit_flat_cos)', default='constant')
     epochs: int = _help('epochs', default=25)
     bs: int = _help('batch size (validation uses 4x)', default=128)
     loss: str = _help('ce (cross-entropy), bce, dice, bce_dice (0.5 + 0.5)', default='ce')
     label_smoothing: float = _help('label smoothing of the cross-entropy (0: none)', default=0.0)
-    tta: bool = _help('also evaluate with test-time augmentation (learn.tta)', default=False)
+    # Weight EMA (lab.ingredients.WeightEMA): airbench's weight averaging (and Lookahead) cut its CIFAR-10 epochs
+    # from 13.5 to 12 (Keller Jordan, airbench); the decay warms up like TensorFlow's ExponentialMovingAverage
+    ema: float = _help('average the weights over the optimiser steps with this decay (e.g. 0.999; 0: off); the '
+                       'averaged weights are validated, checkpointed and exported', default=0.0)
+    tta: bool = _help('also evaluate with test-time augmentation; the test report then rests on its predictions',
+                      default=False)
+    # Multi-view TTA (lab.ingredients.multi_view_logits): airbench's flip + translate test-time augmentation cut its
+    # epochs further, to 10.8; fastbook ch. 7 measures +1.1 points with `learn.tta` on Imagenette
+    tta_views: int = _help("tta: 0 = fastai's learn.tta (4 passes with the training augmentation, blended with the "
+                           "plain one); 2-10 = that many fixed views (the image, its flip, shifted copies and their "
+                           "flips), logits averaged", default=0)
     precision: str = _help('auto (bf16 mixed on a GPU with native bf16, fp16 mixed with loss scaling on older CUDA '
                            'GPUs, fp32 on MPS and the CPU: lab.machine), bf16, fp16 or fp32', default='auto')
     deterministic: bool = _help('GPU: deterministic cuDNN kernels (slower); CPU runs always are', default=False)
@@ -100,6 +125,12 @@ class Recipe:
         need(self.encoder_lr is None or self.encoder_lr > 0, 'encoder-lr', self.encoder_lr, 'a positive number')
         need(self.wd >= 0, 'wd', self.wd, 'a number >= 0')
         need(0 <= self.label_smoothing < 1, 'label-smoothing', self.label_smoothing, 'a number in [0, 1)')
+        need(0 < self.min_scale <= 1, 'min-scale', self.min_scale, 'a share of the image area in (0, 1]')
+        need(0 < self.mix_until <= 1, 'mix-until', self.mix_until, 'a share of the epochs in (0, 1]')
+        need(self.mix_until == 1 or self.mix != 'none', 'mix-until', self.mix_until, '1 without --mix (nothing to stop)')
+        need(0 <= self.ema < 1, 'ema', self.ema, 'a decay in [0, 1) (0: off)')
+        need(isinstance(self.tta_views, int) and (self.tta_views == 0 or 2 <= self.tta_views <= 10), 'tta-views',
+             self.tta_views, "0 (fastai's learn.tta) or a number of views from 2 to 10")
         need(0 < self.valid_pct < 1, 'valid-pct', self.valid_pct, 'a fraction in (0, 1)')
         need(0 <= self.test_pct < 1 and self.valid_pct + self.test_pct < 1, 'test-pct', self.test_pct,
              'a fraction in [0, 1) that leaves frames to train on')
@@ -206,16 +237,18 @@ SPEC = Recipe(arch='resnet', model=dict(channels=(32, 64, 128, 256), blocks=(2, 
               opt='adam', lr=1e-3, wd=0.0, schedule='constant', epochs=25, bs=128, loss='ce', size=64,
               augment='flip')
 
-# T2.10: the final model's recipe. Stage 4 adds its ingredients to SPEC one at a time (the recipe ablation) and
-# measures each; the choice among them is made on valid accuracy, never on the test set.
+# T2.10: the final model's recipe (what --no-ablation trains). Stage 4 tries its ingredients and the newer ones of
+# lab/ablation.py on SPEC greedily (the recipe ablation); every choice is made on valid accuracy, never on the test
+# set. Trained on train only, so that its checkpoint is its best epoch by valid accuracy (T2.11); 6-view TTA (the image,
+# its flip, two shifted copies and their flips).
 FINAL = replace(SPEC, opt='adamw', lr=3e-3, wd=0.05, schedule='one_cycle', label_smoothing=0.1, augment='padcrop',
-                mix='cutmix', epochs=35, tta=True, train_on_valid=True)
+                mix='cutmix', epochs=35, tta=True, tta_views=6)
 
 # T3.1: 128 px classifier (64 px originals squished up to 128), the U-Net backbone. The 3x3 stride-2 stem brings
 # 128 px to the 64 px maps the stages were designed for; the encoder offers features at 1/2..1/16 of the input.
-# The final recipe, but trained on train only: T3.1 reports valid accuracy.
+# The final recipe (trained on train only: T3.1 reports valid accuracy), with fastai's learn.tta as before.
 CLASSIFIER_128 = replace(FINAL, model=dict(channels=(32, 64, 128, 256), blocks=(2, 2, 2, 2), act='relu',
-                                           stem='3x3s2'), size=128, train_on_valid=False)
+                                           stem='3x3s2'), size=128, tta_views=0)
 
 # T3.2: the hand-written U-Net, base 32, 4 max-pool downs / 4 transposed-conv ups (2.35M parameters); 0.5 BCE +
 # 0.5 soft Dice; Adam one-cycle 1e-3; flips, rotation <= 5 deg, zoom <= 1.1, lighting; 30 epochs, batch 16.

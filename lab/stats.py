@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-__all__ = ['mean_std', 'wilson', 'seed_interval', 'accuracy_text', 'compare']
+__all__ = ['mean_std', 'wilson', 'seed_interval', 'accuracy_text', 'compare', 'pooled_seed_sd', 'gain_verdict',
+           'GAIN_RULE']
 
 
 def mean_std(values):
@@ -98,3 +99,44 @@ def compare(rows, metric, label='name', higher_is_better=True, unit='', n_key='n
         text += (f" The lead is within noise: inside the 95% seed interval ({seed_noise:.3g}{unit}, {n} seeds), "
                  f"so the two are not distinguishable.")
     return dict(best=best[label], runner_up=second[label], lead=lead, significant=significant, text=text)
+
+
+def pooled_seed_sd(groups):
+    """(sd, degrees of freedom) of the seed-to-seed noise pooled over `groups` (each the per-seed values of one
+    variant): sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)), the one-way ANOVA estimate; (None, 0) when no group has two
+    seeds. Pooling lets 2 seeds per variant give a usable estimate (df = the number of variants) where one variant's
+    own 2 seeds (df 1, t = 12.7) cannot."""
+    ss, df = 0.0, 0
+    for values in groups:
+        a = np.asarray(values, dtype=float)
+        if len(a) > 1: ss, df = ss + float(((a - a.mean()) ** 2).sum()), df + len(a) - 1
+    return (math.sqrt(ss / df), df) if df else (None, 0)
+
+
+GAIN_RULE = ("An ingredient is kept when it raises the mean valid accuracy of the row it is tried on by more than the "
+             "noise, the larger of (a) the 95% Wilson half-width of the two rows' valid accuracies on the valid images "
+             "(the lab's rule for every comparison, `lab.stats.compare`; conservative for two models scored on the "
+             "same images) and (b) the 95% interval of a difference of two means over the seeds, "
+             "t(df) * s * sqrt(1/n1 + 1/n2), with s the seed standard deviation pooled over every row trained so far "
+             "(`pooled_seed_sd`). With one seed (b) is unknown and (a) alone decides, which the row says.")
+
+
+def gain_verdict(candidate, base, n_eval, pooled=(None, 0)):
+    """Whether `candidate` (per-seed values of a metric, higher is better) beats `base` (the same seeds) by more than
+    the noise, by `GAIN_RULE`: dict(gain, noise, wilson, seed_noise, kept, why). `n_eval`: the images both were
+    measured on; `pooled`: (sd, df) from `pooled_seed_sd`."""
+    c, b = mean_std(candidate)[0], mean_std(base)[0]
+    gain = c - b
+    w = max((hi - lo) / 2 for lo, hi in (wilson(c, n_eval), wilson(b, n_eval))) if n_eval else 0.0
+    sd, df = pooled
+    seed = (_T95[min(df, 30) - 1] * sd * math.sqrt(1 / len(candidate) + 1 / len(base))
+            if sd is not None and df and max(len(candidate), len(base)) > 1 else None)
+    noise = max(w, seed or 0.0)
+    kept = gain > noise
+    pts = lambda v: f"{v * 100:.1f}"
+    parts = [f"Wilson +-{pts(w)} on {n_eval} images" if n_eval else None,
+             f"seeds +-{pts(seed)} (pooled sd {pts(sd)}, df {df})" if seed is not None else
+             "one seed: seed noise unknown"]
+    why = (f"{gain * 100:+.1f} points {'>' if kept else '<='} noise {pts(noise)} ({'; '.join(p for p in parts if p)}): "
+           + ('kept' if kept else 'not kept, within noise' if gain > 0 else 'not kept, no gain'))
+    return dict(gain=gain, noise=noise, wilson=w, seed_noise=seed, kept=kept, why=why)

@@ -28,6 +28,7 @@ from .checkpoint import Checkpoints, read_checkpoint, resume
 from .data import build_data
 from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
+from .ingredients import TRAINING_ONLY, WeightEMA
 from .io import read_json, write_json
 from .learner import build_model, fit_recipe, make_learner, seed_everything, setup_torch
 from .machine import environment_info, machine_info
@@ -42,7 +43,7 @@ __all__ = ['RunOptions', 'train_run', 'MetricsCSV', 'EpochLog', 'load_history']
 class RunOptions:
     "What a run does besides training (nothing here changes its numbers)."
     test: bool = False       # evaluate the kept checkpoint on the test set (per-class table, confusion matrix...)
-    figures: bool = True     # curves, show_results and test figures (PNG)
+    figures: bool = True     # show_results and test figures (PNG); every run draws its curves
     stats: bool = False      # record per-layer activation and gradient statistics (lab.callbacks)
     export: bool = True      # learn.export() -> export.pkl, for scripts/predict.py
     real_pair: bool = False  # segmentation: also score the real Kaggle frame(s) of a known place (sim-to-real)
@@ -111,14 +112,16 @@ def train_run(recipe, run_dir, options=RunOptions()):
                 raise ValueError(f"{run_dir}: holds a run of another recipe; it is not overwritten")
         else: write_json(run_dir / 'config.json', config)
         (run_dir / 'model.txt').write_text(f'{model}\n\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
-    start, best, extra = resume(learn, run_dir, recipe, stats)
+    kept_states = stats + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]  # what last.pth keeps besides weights
+    start, best, extra = resume(learn, run_dir, recipe, kept_states)
     learn.first_epoch = start
     monitor = None if recipe.train_on_valid else recipe.monitor
     cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name, recipe, data.info),
-           Checkpoints(run_dir, recipe, monitor, best, stats), *extra]
+           Checkpoints(run_dir, recipe, monitor, best, kept_states), *extra]
     t0 = time.perf_counter()
     fit_recipe(learn, recipe, cbs)
     wall = time.perf_counter() - t0
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, TRAINING_ONLY)])  # EMA, mix switch: training only
     if not is_rank0(): return None
     kept = read_checkpoint(run_dir / 'model.pth')
     get_model(learn.model).load_state_dict(kept['model'])  # the best epoch by valid (T2.11), or the last one
@@ -127,8 +130,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     summary.update({k: data.info[k] for k in ('n_train', 'n_valid', 'n_test')}, data_path=data.info['data_path'],
                    bs=data.info['bs'], caveats=data.caveats)
     if options.stats: summary.update(_save_stats(stats, run_dir, f"{run_dir.name} ({recipe.model.get('act')})"))
-    if options.figures: plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else
-                                    ('loss', 'iou', 'dice', 'pixel_acc'))
+    plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else ('loss', 'iou', 'dice', 'pixel_acc'))
     seed_everything(recipe.seed)  # evaluation draws augmentations (TTA) and samples: the same ones every time
     with evaluating_alone():
         summary.update(evaluate_run(learn, data, recipe, run_dir, options.test, options.figures, options.real_pair))

@@ -9,20 +9,15 @@ failing script; `--resume` continues every stage where it stopped (finished stag
 Times go to results/run_all/<timestamp>/times.json. After its first training stage it estimates the time the rest
 of the lab will take (`lab_estimate`), as each stage does for its own runs after its first epoch.
 """
-import importlib, inspect, sys, time
+import importlib, sys, time
 from dataclasses import fields, replace
-from pathlib import Path
 
-from data.locate import find_moon
-from data.moon import moon_pairs
-from data.synthetic import make_moon_like
-from lab.ablation import ablation_variants
+from lab.ablation import planned_runs
 from lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags, script
 from lab.comparisons import activation_variants, blocks_variants
-from lab.io import read_json, write_json
-from lab.lookup import latest_stage_summary
+from lab.io import write_json
 from lab.machine import announce, select_device
-from lab.progress import estimate_line, work_of
+from lab.progress import lab_estimate
 from lab.recipe import Recipe, pick_profile, scale_to_profile
 from lab.results import stage_dir
 
@@ -35,51 +30,25 @@ SCRIPTS = [('task1_variance', 'tiny', False), ('task1_gradients', 'tiny', False)
            ('report', None, False)]
 
 
-# What each training script trains per seed, as recipes (for the lab's time estimate): the variants of lab.comparisons
-# and lab.ablation, the final model on train + valid, the backbone U-Net's A then B (half as many epochs).
+# What each training script trains per seed, as recipes (for the lab's time estimate): the variants of lab.comparisons,
+# stage 4's planned runs (lab.ablation), the backbone U-Net's A then B (half as many epochs).
 RUNS_PER_SEED = {
     'stage2_baseline': lambda r: [r],
     'stage3_1_channels': lambda r: [r, r],
     'stage3_2_blocks': lambda r: list(blocks_variants(r).values()),
     'stage3_3_activations': lambda r: list(activation_variants(r).values()),
-    'stage4_final': lambda r: [v for _, v in ablation_variants(r).values()] + [replace(r, train_on_valid=True)],
+    'stage4_final': planned_runs,
     'task3_classifier128': lambda r: [r],
     'task3_unet': lambda r: [r],
     'task3_unet_backbone': lambda r: [r, replace(r, epochs=max(1, r.epochs // 2))],
 }
 
 
-def _moon_counts(args, recipe):
-    "About how many (train, valid) frames the U-Net scripts will see: the moon data found, or the set they will generate."
-    try: n = len(moon_pairs(find_moon(args.moon, generate=False, quiet=True)[0]))
-    except (FileNotFoundError, ValueError): n = inspect.signature(make_moon_like).parameters['n'].default
-    n = min(n, recipe.max_items or n)
-    n_valid = max(1, round(recipe.valid_pct * n))
-    return max(1, n - n_valid - (max(1, round(recipe.test_pct * n)) if recipe.test_pct else 0)), n_valid
-
-
-def lab_estimate(args, profile, measured, names):
-    """One line: the time the training scripts `names` will take, at the speed per pixel of the finished stage
-    `measured` (the median epoch of its runs, validation included), one run after another; None without the numbers."""
-    summary = latest_stage_summary(args.out, measured, say=False)
-    runs = [read_json(p) for p in sorted(Path(summary['path']).glob('*/summary.json'))] if summary else []
-    if not runs or not names: return None
-    speeds = [work_of(r['run'], Recipe.from_dict(r['recipe']), r['n_train'], r['n_valid']).images
-              * r['recipe']['size'] ** 2 / r['epoch_seconds'] for r in runs if r.get('epoch_seconds')]
-    if not speeds: return None
+def planned(args, profile, names):
+    "script -> the recipes it trains per seed, for the training scripts `names` (their RECIPE with the flags given)."
     given = {f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name) and f.name != 'data'}
-    seeds = parse_seeds(args.seeds) if args.seeds else [0]
-    todo = []
-    for name in names:
-        recipe = replace(scale_to_profile(importlib.import_module(f'scripts.{name}').RECIPE, profile), **given)
-        n_train, n_valid = (runs[0]['n_train'], runs[0]['n_valid']) if recipe.task == 'classify' else \
-            _moon_counts(args, recipe)
-        todo += [work_of(f'{name} seed{s}', r, n_train, n_valid) for r in RUNS_PER_SEED[name](recipe) for s in seeds]
-    size = runs[0]['recipe']['size']
-    return estimate_line(f"run_all, {len(names)} training script{'s' if len(names) > 1 else ''} after {measured}",
-                         todo, sum(speeds) / len(speeds), size,
-                         assumes=f"training epochs only, each as fast per pixel as {measured}'s with its validation; "
-                                 f"one run after another")
+    recipe = lambda name: replace(scale_to_profile(importlib.import_module(f'scripts.{name}').RECIPE, profile), **given)
+    return {name: RUNS_PER_SEED[name](recipe(name)) for name in names}
 
 
 def flags(p):
@@ -132,7 +101,8 @@ def run(args):
         if trains and not estimated:  # after the first training stage: the rest of the lab at its speed
             estimated = True
             later = [n for n, t in chosen[[n for n, _ in chosen].index(name) + 1:] if t]
-            try: line = lab_estimate(args, profile, name, later)
+            seeds = parse_seeds(args.seeds) if args.seeds else [0]
+            try: line = lab_estimate(args.out, name, planned(args, profile, later), seeds, args.moon)
             except (ValueError, KeyError, OSError) as e: line = f"run_all: no estimate of the rest ({e})"
             if line: print(f"\n{line}", flush=True)
     total = round(time.perf_counter() - start, 1)

@@ -31,6 +31,10 @@ def run(recipe, opts):
         valid, test = [r['best']['valid_accuracy'] for r in runs], [r['test_acc'] for r in runs]
         conclusion = (f"valid accuracy {accuracy_text(row['valid_acc'], row['n_eval'], valid)} at {recipe.size} px; "
                       f"test accuracy {accuracy_text(row['test_acc'], row['n_test'], test)}")
+        if recipe.tta:  # the test report (per-class table, confusion matrix) rests on the TTA predictions
+            tta = [r['test_acc_tta'] for r in runs]
+            conclusion += (f"; with test-time augmentation {accuracy_text(sum(tta) / len(tta), row['n_test'], tta)} "
+                           f"(the test report's predictions)")
         best_run = max(runs, key=lambda r: r['best']['valid_accuracy'])['run']
         write_table([row], ctx.folder, title=f'Task 3.1: {recipe.size} px classifier', notes=(
             f"{conclusion}.\n\n{compare([row], 'valid_acc')['text']} Best epoch by valid accuracy "

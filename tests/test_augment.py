@@ -73,11 +73,14 @@ def settings(name):
 
 
 def test_presets_and_their_transforms():
-    assert list(AUGMENTATIONS) == ['none', 'flip', 'light', 'padcrop', 'seg']
+    assert list(AUGMENTATIONS) == ['none', 'flip', 'light', 'padcrop', 'rrc', 'seg']
     assert augment_tfms('none') == []
     flip = ('flip_mat', {'p': 0.5})
     assert settings('flip') == [flip]
     assert settings('padcrop') == [('PadCrop', {'pad': 8}), flip]
+    rrc = augment_tfms('rrc', min_scale=0.5)
+    assert [type(f).__name__ for f in rrc] == ['BatchRandomResizedCrop', 'Flip'] and rrc[0].min_scale == 0.5
+    assert augment_tfms('rrc')[0].min_scale == 0.35
     rotate_zoom = lambda deg: [('rotate_mat', {'max_deg': deg, 'p': 0.75}),
                                ('zoom_mat', {'min_zoom': 1.0, 'max_zoom': 1.1, 'p': 0.75})]
     light, seg = settings('light'), settings('seg')
@@ -86,7 +89,7 @@ def test_presets_and_their_transforms():
     assert light[3:] == lighting(0.5) and seg[3:] == lighting(0.75)  # p_lighting=0.5 for Tiny ImageNet
     assert [type(f) for f in augment_tfms('light')] == [Flip, Brightness]  # brightness and contrast merged
     assert augment_tfms('flip', size=48)[0].size == 48 and augment_tfms('flip')[0].size is None
-    with pytest.raises(ValueError, match=r"^augment 'x': expected one of none, flip, light, padcrop, seg$"):
+    with pytest.raises(ValueError, match=r"^augment 'x': expected one of none, flip, light, padcrop, rrc, seg$"):
         augment_tfms('x')
 
 

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 import importlib
+from lab.checkpoint import read_checkpoint
+from lab.evaluate import evaluate_saved_run
 from lab.lookup import latest_stage_summary
 from lab.io import read_json
 
@@ -23,32 +25,61 @@ def test_baseline_then_final_with_ablation_and_test_report(tiny_cli, tmp_path, c
     assert len(pd.read_csv(run_dir / 'metrics.csv')) == 1 and (run_dir / 'model.pth').exists()
     assert 'ResNet(' in capsys.readouterr().out  # T2.6: the architecture is printed
 
-    main_of('stage4_final')(tiny_cli(epochs=1))
+    main_of('stage4_final')(tiny_cli('--refit', epochs=3))
     printed = capsys.readouterr().out
     assert 'no finished stage3_3_activations run on this data' in printed  # run alone, it says it uses the default
+    assert 'stage 4 trains at most 11 ablation row(s) + the final model = 12 run(s) x 3 epochs x 24 train images' in printed
     final = latest_stage_summary(out, 'stage4_final')
     folder = Path(final['path'])
     ablation = pd.read_csv(folder / 'ablation.csv')
-    assert ablation['step'].str.split(':| \\(').str[0].tolist() == [
-        'spec', '+ one-cycle AdamW', '+ label smoothing', '+ stronger augmentation', '+ sample mixing',
-        '+ test-time augmentation', 'final']
-    assert ablation['test_gain'].iloc[1] == pytest.approx(ablation['test_acc'].iloc[1] - ablation['test_acc'].iloc[0])
-    # the final model trained on the valid images: its valid accuracy is the chosen row's, trained on train only
-    assert ablation['valid_acc'].iloc[-1] == pytest.approx(ablation['valid_acc'].iloc[:5].max())
-    per_class = pd.read_csv(folder / 'final-seed0' / 'per_class.csv')
+    steps = ablation['step'].str.split(':| \\(').str[0].tolist()
+    assert steps[:5] == ['spec', '+ one-cycle AdamW', '+ label smoothing', '+ stronger augmentation', '+ sample mixing']
+    assert steps[-3:] == ['+ test-time augmentation', 'final', 'refit'] and len(steps) == 14
+    assert set(ablation['kept']) <= {'start', 'yes', 'no', 'final', 'extra'} and ablation['why'].notna().all()
+    rows = {r['name']: r for r in final['rows']}
+    for name, r in rows.items():
+        if r.get('on') and name not in ('final', 'refit'):
+            assert r['valid_gain'] == pytest.approx(r['valid_acc'] - rows[r['on']]['valid_acc'])
+    assert (folder / 'ablation_valid.png').is_file()
+    for name in rows:  # every run writes its curves
+        if name != 'tta': assert (folder / f'{name}-seed0' / 'accuracy.png').is_file(), name
+    # the final model trained on train: its model.pth is its best epoch by valid accuracy, its valid accuracy its own
+    run_dir = folder / 'final-seed0'
+    run = read_json(run_dir / 'summary.json')
+    history = pd.read_csv(run_dir / 'metrics.csv')
+    best = int(history['valid_accuracy'].to_numpy().argmax())
+    assert run['best_epoch'] == best == read_checkpoint(run_dir / 'model.pth')['epoch'] and len(history) == 3
+    assert not run['recipe']['train_on_valid'] and run['monitor'] == 'valid_accuracy'
+    assert rows['final']['valid_acc'] == pytest.approx(history['valid_accuracy'].max())
+    again = evaluate_saved_run(run_dir, tmp_path / 'again', figures=False)
+    assert again['valid_acc'] == pytest.approx(history['valid_accuracy'].max())
+    # the final recipe is the best row's (with TTA when its row was kept)
+    base = read_json(folder / f"{final['ablation_base']}-seed0" / 'config.json')['recipe']
+    assert {k: v for k, v in run['recipe'].items() if k not in ('tta', 'tta_views')} == \
+           {k: v for k, v in base.items() if k not in ('tta', 'tta_views')}
+    # the per-class table, the confusion matrix and the samples rest on the headline's predictions
+    headline = run['test_acc_tta'] if run['recipe']['tta'] else run['test_acc']
+    per_class = pd.read_csv(run_dir / 'per_class.csv')
     assert len(per_class) == 4 and per_class['support'].iloc[-1] == 6  # 3 classes x 2 test images, + macro avg
-    cm = pd.read_csv(folder / 'final-seed0' / 'confusion_matrix.csv', index_col=0)
-    run = read_json(folder / 'final-seed0' / 'summary.json')
-    assert cm.values.sum() == 6 and run['test_acc'] == pytest.approx(cm.values.trace() / 6)
-    assert run['recipe']['train_on_valid'] and run['monitor'].startswith('last epoch')
+    assert (per_class['recall'] * per_class['support']).iloc[:-1].sum() / 6 == pytest.approx(headline)
+    cm = pd.read_csv(run_dir / 'confusion_matrix.csv', index_col=0)
+    assert cm.values.sum() == 6 and cm.values.trace() / 6 == pytest.approx(headline)
+    assert f"accuracy {headline:.2%}" in (run_dir / 'per_class.md').read_text()
+    assert rows['final']['test_acc'] == pytest.approx(headline)
     for png in ('confusion_matrix.png', 'show_results.png', 'test_samples.png', 'accuracy.png', 'loss.png'):
-        assert (folder / 'final-seed0' / png).is_file()
+        assert (run_dir / png).is_file()
+    # the refit row: train + valid, last epoch, no valid accuracy, never the headline
+    refit = read_json(folder / 'refit-seed0' / 'summary.json')
+    assert refit['recipe']['train_on_valid'] and refit['monitor'].startswith('last epoch') and refit['best_epoch'] == 2
+    assert rows['refit']['valid_acc'] is None and final['best'] == 'final'
     final_md = (folder / 'final.md').read_text()
     assert 'Why this configuration' in final_md and 'stage3_3_activations: default' in final_md and 'Wilson' in final_md
+    assert 'best epoch by valid accuracy kept' in final_md
     table = pd.read_csv(folder / 'experiments.csv')
     assert list(table['variant']) == ['Baseline', 'Final']
-    assert table['test_acc'].iloc[-1] == pytest.approx(ablation['test_acc'].iloc[-1])
-    assert (folder / 'final-seed0' / 'export.pkl').is_file()
+    assert table['test_acc'].iloc[-1] == pytest.approx(headline)
+    assert table['valid_acc'].iloc[-1] == pytest.approx(history['valid_accuracy'].max())
+    assert (run_dir / 'export.pkl').is_file()
 
 
 def test_unet_then_classifier_backbone_variants(tiny_cli, synthetic_moon, tmp_path):
@@ -92,10 +123,10 @@ def test_one_model_on_two_processes_with_torchrun(tiny_cli, tmp_path):
     run = Path(final['path']) / 'final-seed0'
     history = pd.read_csv(run / 'metrics.csv')
     assert list(history['epoch']) == [0, 1]  # one row per epoch: rank 1 wrote nothing
-    assert json.loads((run / 'config.json').read_text())['recipe']['train_on_valid']
-    # no ablation, so no run held the valid images out: no valid accuracy rather than one on trained-on images
-    assert final['rows'][-1]['valid_acc'] is None and final['rows'][-1]['final_gap'] is None
-    assert 'it has no valid accuracy' in (Path(final['path']) / 'ablation.md').read_text()
+    assert not json.loads((run / 'config.json').read_text())['recipe']['train_on_valid']
+    # the final model trains on train: its valid accuracy is its own, at its best epoch
+    assert final['rows'][-1]['valid_acc'] == pytest.approx(history['valid_accuracy'].max())
+    assert '--no-ablation: the final model is the recipe as given' in (Path(final['path']) / 'ablation.md').read_text()
     assert res.stdout.count('final-seed0 epoch 1 (2 of 2)') == 1  # only rank 0 speaks
     assert [p.name for p in (tmp_path / 'out' / 'stage4_final').iterdir()] == [Path(final['path']).name]
 

@@ -118,8 +118,14 @@ def describe_training(recipe, precision=None, label='Training', bs_used=None):
              f"{_epochs(recipe.epochs)}, batch " + (f"{bs_used} (the recipe's {recipe.bs} capped at the training set)"
                                                     if bs_used and bs_used < recipe.bs else f"{recipe.bs}"),
              f"loss {loss}"]
-    if recipe.task == 'classify': parts.append(MIXES.get(recipe.mix, recipe.mix))
-    if recipe.tta: parts.append('test-time augmentation (`learn.tta`) measured')
+    if recipe.task == 'classify':
+        parts.append(MIXES.get(recipe.mix, recipe.mix) + (f", for the epochs that end by {recipe.mix_until:.0%} of the "
+                                                          f"run" if recipe.mix_until < 1 else ''))
+    if recipe.ema: parts.append(f"weight EMA, decay {recipe.ema:g} (the averaged weights validated and kept)")
+    if recipe.tta:
+        from ..ingredients import view_words  # here, not above: it imports fastai (seconds)
+        parts.append(f'test-time augmentation measured ({view_words(recipe.tta_views)})' if recipe.tta_views else
+                     'test-time augmentation (`learn.tta`) measured')
     if recipe.freeze: parts.append('encoder frozen (`learn.freeze()`, its BatchNorm kept in eval mode)')
     if recipe.train_on_valid: parts.append('trained on train + valid, last epoch kept')
     else: parts.append(f"best epoch by {recipe.monitor} kept")
@@ -134,6 +140,7 @@ def describe_data(found, recipe):
     stand_in = (" **(a generated stand-in: its numbers are not those of the real dataset)**" if source == 'synthetic'
                 else '')
     aug = augment_descriptions().get(recipe.augment, '').rstrip('.')
+    if recipe.augment == 'rrc': aug += f" (min_scale {recipe.min_scale:g})"
     resize = (f"Images squished to {recipe.size}x{recipe.size} px (fastai `Resize`, method squish: the whole image "
               f"resized, nothing cropped); augmentation `{recipe.augment}`" + (f": {aug}" if aug else '') + '.')
     counts = '/'.join(str(info.get(k, '?')) for k in ('n_train', 'n_valid', 'n_test'))

@@ -201,12 +201,15 @@ def _final(out, f):
     items = []
     if final: items += _design(f, final, 'the final recipe of summary.json', describe_resnet(final))
     if s.get('chosen_from'): items.append(f"Configuration taken from: {s['chosen_from']}")
-    items += [_embed(f.folder / 'ablation.md') or '*No ablation table (ablation.md) in this run.*']
+    items += [_embed(f.folder / 'ablation.md') or '*No ablation table (ablation.md) in this run.*',
+              _figs(_fig(f.folder, 'ablation_valid.png', 'valid accuracy per row, 95% interval; green: kept, grey: not '
+                                                          'kept'))]
     run = f.run
     items.append(_embed(run / 'per_class.md') if run else None)
-    items += [_figs(_fig(run, 'confusion_matrix.png', 'confusion matrix on the test set'),
-                    _fig(run, 'test_samples.png', '10 random test images, true and predicted class'),
-                    _fig(run, 'show_results.png', '`learn.show_results` on the test set'),
+    tta = ' (with TTA, as the headline)' if final and final.tta else ''
+    items += [_figs(_fig(run, 'confusion_matrix.png', f'confusion matrix on the test set{tta}'),
+                    _fig(run, 'test_samples.png', f'10 random test images, true and predicted class{tta}'),
+                    _fig(run, 'show_results.png', '`learn.show_results` on the test set (one plain pass)'),
                     _fig(run, 'accuracy.png', 'accuracy per epoch'), _fig(run, 'loss.png', 'loss per epoch')),
               '**Conclusion (computed):** ' + s.get('conclusion', '')]
     return [i for i in items if i]
