@@ -23,8 +23,9 @@ from .comparisons import classifier_row
 from .recipe import SPEC
 from .stats import GAIN_RULE, accuracy_text, gain_verdict, mean_std, pooled_seed_sd, seed_interval, wilson
 
-__all__ = ['planned_runs', 'INGREDIENTS', 'ABLATED_FIELDS', 'spec_recipe', 'candidate', 'greedy_ablation', 'tta_row', 'final_row',
-           'refit_row', 'final_notes', 'write_final_md', 'plot_ablation', 'stage_cost', 'TABLE_COLUMNS', 'FINAL_FIELDS']
+__all__ = ['INGREDIENTS', 'ABLATED_FIELDS', 'spec_recipe', 'candidate', 'greedy_ablation', 'tta_row', 'final_row',
+           'refit_row', 'final_notes', 'write_final_md', 'plot_ablation', 'planned_runs', 'stage_cost', 'TABLE_COLUMNS',
+           'FINAL_FIELDS']
 
 # (variant name, what it adds, its source, the fields it sets: a value, or None for the stage recipe's own value,
 # so that flags like --lr or --min-scale reach the rows)
@@ -237,6 +238,7 @@ def stage_cost(n_rows, n_seeds, epochs, n_train, n_valid, refit=False):
     runs = (n_rows + 1) * n_seeds  # the rows and the final model
     images = runs * epochs * n_train + (n_seeds * epochs * (n_train + n_valid) if refit else 0)
     what = f"at most {n_rows} ablation row(s) + the final model" if n_rows else 'the final model'
-    text = (f"stage 4 trains {what} = {runs} run(s) x {epochs} epochs x {n_train:,} train images" + (f", + refit {n_seeds} run(s) x {epochs} epochs x {n_train + n_valid:,} "
-                                           f"images" if refit else '') + f" = {images:,} training images")
+    refit_text = f", + refit {n_seeds} run(s) x {epochs} epochs x {n_train + n_valid:,} images" if refit else ''
+    text = (f"stage 4 trains {what} = {runs} run(s) x {epochs} epochs x {n_train:,} train images{refit_text} = "
+            f"{images:,} training images")
     return text, images

@@ -8,8 +8,9 @@ a run trains is resolved in this order: the script's `RECIPE`, scaled to the pro
 command line. The model flags are the keys of the script's model config (e.g. --channels 32,64,128 --act gelu).
 
 Errors are one line naming the flag or file and what was expected (exit code 2); so is a flag the invocation would
-ignore (`--from` where no earlier stage is read, a recipe or model flag of another task or model family, a script's own
-flags with --config). `--debug` or LAB_DEBUG=1 shows the traceback. Ctrl-C or SIGTERM keeps every finished run (see `lab.results.Stage`) and exits with 130.
+ignore (`--from` where no earlier stage is read, a recipe or model flag of another task or model family, a script's
+own flags with --config). `--debug` or LAB_DEBUG=1 shows the traceback. Ctrl-C or SIGTERM keeps every finished run
+(see `lab.results.Stage`) and exits with 130.
 """
 import argparse, os, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
