@@ -30,7 +30,7 @@ def test_requirements_pin_the_checked_stack_and_install_the_lab():
     for pin in ('torch==2.14.1', 'torchvision==0.29.1', 'fastai==2.8.12'):
         assert pin in reqs
     names = {_name(r) for r in reqs}
-    assert {'matplotlib', 'pandas', 'scikit-learn', 'pillow', 'pytest'} <= names
+    assert {'matplotlib', 'pandas', 'scikit-learn', 'pillow', 'pytest', 'timm'} <= names
     assert reqs[-1] == '-e .'  # the lab itself (pyproject.toml), editable, after the pins it must not override
     project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
     declared = {_name(d) for d in project['dependencies'] + project['optional-dependencies']['test']}
