@@ -181,10 +181,8 @@ FAMILIES = {'resnet': 'ResNet classifier', 'unet': 'U-Net', 'backbone_unet': 'ba
 def _model_keys(arch):
     "The model-config keys the model of `arch` accepts (its constructor's arguments the lab does not set itself)."
     import inspect
-    from arch.resnet import ResNet
-    from arch.unet import BackboneUNet, UNet
-    cls = {'resnet': ResNet, 'unet': UNet, 'backbone_unet': BackboneUNet}[arch]
-    return [k for k in inspect.signature(cls).parameters if k not in ('n_classes', 'in_ch')]
+    from .learner import MODELS  # here: the models (and fastai) only when a recipe is checked
+    return [k for k in inspect.signature(MODELS[arch]).parameters if k not in ('n_classes', 'in_ch')]
 
 
 def _check_fits(recipe, overrides, model_overrides, source):

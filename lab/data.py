@@ -49,8 +49,8 @@ class Data:
         Segmentation: a split none of whose masks holds rock gets a caveat (its IoU and Dice are undefined).
         `say`: print the caveats found here. Returns self. Global RNG states are left as they were (the loaders made
         here draw their seeds from Python's `random`), so checking changes no run's numbers."""
-        from .device_data import _rng_preserved
-        with _rng_preserved(): self._check(say)
+        from .device_data import rng_preserved
+        with rng_preserved(): self._check(say)
         return self
 
     def _check(self, say):

@@ -29,8 +29,8 @@ from data.locate import data_home
 from .io import atomic_write
 from .machine import default_device
 
-__all__ = ['CACHE_VERSION', 'cache_dir_for', 'item_cache', 'check_items', 'check_item_files', 'is_image_file',
-           'DeviceDL', 'to_device_dls', 'FallbackPipeline', 'cpu_fallback']
+__all__ = ['CACHE_VERSION', 'rng_preserved', 'cache_dir_for', 'item_cache', 'check_items', 'check_item_files',
+           'is_image_file', 'DeviceDL', 'to_device_dls', 'FallbackPipeline', 'cpu_fallback']
 
 CACHE_VERSION = 1  # bump when the file format or what a cache holds changes: old files then stop matching
 GiB = 2**30
@@ -135,7 +135,7 @@ def _cache_key(dl):
 # ----- building and storing -----------------------------------------------------------------------------------------
 
 @contextmanager
-def _rng_preserved():
+def rng_preserved():
     "Restore python, numpy and torch (CPU and initialised CUDA) RNG states afterwards, so caching changes no numbers."
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
@@ -181,7 +181,7 @@ def _build(dl):
     old_split = dl.after_item.split_idx
     dl.after_item.split_idx = getattr(ds, 'split_idx', None)  # as TfmdDL.before_iter would set it
     try:
-        with _rng_preserved():
+        with rng_preserved():
             first = _do_item(dl, 0)
             out = [torch.empty((n, *o.shape), dtype=o.dtype) for o in first]
             for i in range(n):
@@ -276,7 +276,7 @@ def check_items(dl, root):
     dl.after_item.split_idx = getattr(dl.dataset, 'split_idx', None)
     nonzero = None
     try:
-        with _rng_preserved():
+        with rng_preserved():
             for i in range(len(dl.dataset)):
                 seen = [bool(o.as_subclass(Tensor).any()) for o in _do_item(dl, i)]
                 nonzero = seen if nonzero is None else [a or b for a, b in zip(nonzero, seen)]
@@ -310,7 +310,7 @@ class DeviceDL(TfmdDL):
         if len(dl.before_batch.fs):
             raise ValueError(f"DeviceDL.from_dl: before_batch {dl.before_batch} works on lists of items; a DeviceDL "
                              f"gathers whole batches (expected no before_batch transforms)")
-        with _rng_preserved():  # DataLoader.__init__ draws its rng seed from python's random
+        with rng_preserved():  # DataLoader.__init__ draws its rng seed from python's random
             # num_workers=0: the gather is one indexing op, and worker processes cannot share GPU tensors anyway.
             res = dl.new(cls=cls, num_workers=0, pin_memory=False)
         res.rng = random.Random()

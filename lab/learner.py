@@ -30,8 +30,8 @@ from .machine import cpu_threads, default_device, resolve_precision
 from .metrics import DeviceAccuracy, seg_metrics
 from .recipe import Recipe
 
-__all__ = ['seed_everything', 'setup_torch', 'n_classes_of', 'build_model', 'load_checkpoint', 'load_run_model',
-           'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner', 'lr_of', 'fit_recipe']
+__all__ = ['seed_everything', 'setup_torch', 'n_classes_of', 'MODELS', 'build_model', 'load_checkpoint',
+           'load_run_model', 'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner', 'lr_of', 'fit_recipe']
 
 
 def seed_everything(seed, deterministic=False):
@@ -53,14 +53,15 @@ def n_classes_of(recipe):
     return len([w for w in text.split(',') if w.strip()]) if ',' in text else int(text.split('@')[0])
 
 
+MODELS = {'resnet': ResNet, 'unet': UNet, 'backbone_unet': BackboneUNet}  # a recipe's arch -> its model class
+
+
 def build_model(recipe):
     "The recipe's model, initialised from `recipe.init` when it names a checkpoint."
     m = dict(recipe.model)
-    if recipe.arch == 'resnet': model = ResNet(**m, n_classes=n_classes_of(recipe))
-    elif recipe.arch == 'unet': model = UNet(**m)
-    else:
-        encoder = m.pop('encoder')
-        model = BackboneUNet(ResNet(**encoder), **m)
+    if recipe.arch == 'resnet': m['n_classes'] = n_classes_of(recipe)
+    if recipe.arch == 'backbone_unet': m['encoder'] = ResNet(**m['encoder'])
+    model = MODELS[recipe.arch](**m)
     if recipe.init: load_init(model, recipe.init)
     return model
 
