@@ -167,8 +167,8 @@ def probe_images(data=None, n=256, size=64):
 
     `data`: the dataset root; None looks in the known places (`data.locate`) and returns `(None, reason)` when no
     dataset is there. A `data` path that holds no dataset raises. Images are taken evenly from the classes."""
-    from data.locate import find_tiny_imagenet   # imported here: the probes themselves need no data package
-    from data.tiny_imagenet import TinyImageNetDataset, read_wnids
+    from fastai_lab.data.locate import find_tiny_imagenet   # imported here: the probes themselves need no data package
+    from fastai_lab.data.tiny_imagenet import TinyImageNetDataset, read_wnids
     from fastai.vision.core import imagenet_stats
     from torchvision import transforms as T
     try: root, source = find_tiny_imagenet(data, generate=False)   # random inputs need no synthetic stand-in

@@ -12,7 +12,7 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import get_model, to_device
 from fastcore.foundation import L
 
-from arch.unet import BackboneUNet
+from fastai_lab.arch.unet import BackboneUNet
 from .distributed import is_rank0
 from .io import atomic_write
 

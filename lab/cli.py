@@ -12,7 +12,7 @@ ignore (`--from` where no earlier stage is read, a recipe or model flag of anoth
 own flags with --config). `--debug` or LAB_DEBUG=1 shows the traceback. Ctrl-C or SIGTERM keeps every finished run
 (see `lab.results.Stage`) and exits with 130.
 """
-import argparse, os, signal, sys, textwrap, threading, traceback
+import argparse, os, runpy, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
@@ -21,7 +21,7 @@ from .machine import DEVICE_HELP, announce, select_device
 from .recipe import Recipe, describe_recipe, pick_profile, scale_to_profile
 
 __all__ = ['script', 'Options', 'Parser', 'probe_flags', 'one_line_errors', 'parse_seeds', 'parse_jobs', 'recipe_flags',
-           'runtime_flags', 'recipe_argv', 'resolve_recipe', 'Interrupted']
+           'runtime_flags', 'recipe_argv', 'resolve_recipe', 'Interrupted', 'run_script']
 
 RUNTIME_HELP = dict(
     out='results folder',
@@ -334,3 +334,12 @@ def _parse(parser, argv):
     except SystemExit as e:
         if isinstance(e.code, str): print(e.code, file=sys.stderr); raise SystemExit(2) from None
         raise
+
+
+def run_script(path, argv):
+    """Run the script at `path` in this process as `python <path> <argv...>` would (run_all.py runs every script so,
+    fastai imported once); its SystemExit passes through. Scripts are run, never imported as a package."""
+    saved = sys.argv
+    sys.argv = [str(path), *map(str, argv)]
+    try: runpy.run_path(str(path), run_name='__main__')
+    finally: sys.argv = saved

@@ -19,7 +19,7 @@ import torch
 from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .data import build_data, real_moon_pair
+from .data.loaders import build_data, real_moon_pair
 from .ingredients import multi_view_logits, view_words
 from .io import read_json, write_json
 from .learner import load_run_model, make_learner, seed_everything, setup_torch

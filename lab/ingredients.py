@@ -15,7 +15,7 @@ from fastai.callback.mixup import MixHandler
 from fastai.optimizer import ranger
 from fastai.torch_core import get_model
 
-from data.augment import shift_images
+from fastai_lab.data.augment import shift_images
 
 __all__ = ['FASTAI_OPTIMIZERS', 'WeightEMA', 'ema_decay', 'MixUntil', 'mixing_epochs', 'TRAINING_ONLY', 'tta_views',
            'apply_view', 'multi_view_logits', 'view_words']

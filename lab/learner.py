@@ -20,8 +20,8 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.optimizer import OptimWrapper
 
-from arch.resnet import ResNet, resnet_splitter
-from arch.unet import BackboneUNet, UNet, unet_splitter
+from fastai_lab.arch.resnet import ResNet, resnet_splitter
+from fastai_lab.arch.unet import BackboneUNet, UNet, unet_splitter
 from .checkpoint import load_init, read_checkpoint
 from .distributed import ddp_context
 from .ingredients import FASTAI_OPTIMIZERS, MixUntil, WeightEMA

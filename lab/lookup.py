@@ -78,7 +78,7 @@ def stage_choice(opts, stage, recipe):
     The choice comes from the stage folder given with --from, else from the newest finished invocation of `stage`
     under --out on the same data, classes, split and profile; without one, `recipe` keeps its documented default
     model, and the reason says so. Model flags given on the command line win over the choice."""
-    from .data import resolve_data
+    from .data.loaders import resolve_data
     recipe = resolve_data(recipe)  # compared by its explicit data folder and class list
     if opts.from_:
         summary = read_stage(opts.from_, stage)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.images import check_image
 from .io import read_json
 
 __all__ = ['IMAGE_SUFFIXES', 'check_run_dir', 'run_task', 'image_files', 'check_image', 'load_exported',
@@ -70,20 +71,6 @@ def image_files(paths):
         elif p.is_file(): files.append(p)
         else: raise FileNotFoundError(f"{p}: no such file or folder")
     return list(dict.fromkeys(files))
-
-
-def check_image(path):
-    """The (width, height) of the image at `path`, decoded in full (`Image.open` alone reads the header only); a
-    ValueError naming it when it is not a readable image. The lab's one image check: `predict.py` runs it on every
-    file before loading the model, and the data checks (`lab.device_data`) on a file whose item failed to decode."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.size
-    except UnidentifiedImageError: reason = 'not an image format Pillow knows'
-    except Exception as e: reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise ValueError(f"{path}: not a readable image ({reason})")
 
 
 def load_exported(run_dir):

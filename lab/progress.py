@@ -13,9 +13,9 @@ from pathlib import Path
 from fastai.callback.core import Callback
 from fastai.torch_core import find_bs
 
-from data.locate import find_moon
-from data.moon import moon_pairs
-from data.synthetic import make_moon_like
+from fastai_lab.data.locate import find_moon
+from fastai_lab.data.moon import moon_pairs
+from fastai_lab.data.synthetic import make_moon_like
 from .distributed import is_rank0
 from .io import read_json
 from .lookup import latest_stage_summary

@@ -11,8 +11,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 from fastai.callback.schedule import minimum, slide, steep, valley
 
-from data.locate import data_source
-from .data import build_data, resolve_data
+from fastai_lab.data.locate import data_source
+from .data.loaders import build_data, resolve_data
 from .distributed import is_distributed
 from .io import read_json, write_json
 from .jobs import train_runs

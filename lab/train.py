@@ -23,9 +23,9 @@ from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.mixup import CutMix, MixUp
 from fastai.torch_core import get_model
 
-from arch.layers import count_params
+from fastai_lab.arch.layers import count_params
 from .checkpoint import Checkpoints, read_checkpoint, resume
-from .data import build_data
+from .data.loaders import build_data
 from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .ingredients import TRAINING_ONLY, WeightEMA

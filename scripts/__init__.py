@@ -1,2 +1,2 @@
-"""The experiments, one script each (`python scripts/<name>.py --help`). A package, so that run_all.py and the tests
-run them in one process (`from scripts import stage2_baseline`)."""
+"""The experiments, one script each (`python scripts/<name>.py --help`). They are run, not installed: run_all.py runs
+each by its path in its one process (`fastai_lab.cli.run_script`); the tests import them from the checkout."""

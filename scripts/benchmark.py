@@ -53,22 +53,22 @@ from fastai.metrics import accuracy
 from fastai.torch_core import find_bs
 from fastai.vision.all import imagenet_stats
 
-from lab.device_data import item_cache
-from data.locate import find_tiny_imagenet
-from data.tiny_imagenet import read_wnids
-from lab.cli import script
-from lab.data import build_data, resolve_data
-from lab.losses import seg_loss
-from lab.machine import DEVICE_HELP, announce, loader_workers, resolve_precision, select_device
-from lab.recipe import PRECISIONS, SPEC, UNET, pick_profile, scale_to_profile
-from lab.tables import markdown_table, write_table
-from lab.machine import environment_info
-from lab.results import stage_dir
-from lab.io import write_json
-from lab.learner import (TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, precision_callbacks, seed_everything,
+from fastai_lab.data.cache import item_cache
+from fastai_lab.data.locate import find_tiny_imagenet
+from fastai_lab.data.tiny_imagenet import read_wnids
+from fastai_lab.cli import script
+from fastai_lab.data.loaders import build_data, resolve_data
+from fastai_lab.losses import seg_loss
+from fastai_lab.machine import DEVICE_HELP, announce, loader_workers, resolve_precision, select_device
+from fastai_lab.recipe import PRECISIONS, SPEC, UNET, pick_profile, scale_to_profile
+from fastai_lab.tables import markdown_table, write_table
+from fastai_lab.machine import environment_info
+from fastai_lab.results import stage_dir
+from fastai_lab.io import write_json
+from fastai_lab.learner import (TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, precision_callbacks, seed_everything,
                          setup_torch)
-from lab.checkpoint import Checkpoints
-from lab.train import EpochLog, MetricsCSV
+from fastai_lab.checkpoint import Checkpoints
+from fastai_lab.train import EpochLog, MetricsCSV
 
 WORKLOADS = {'resnet': ('ResNet', SPEC), 'unet': ('U-Net', UNET)}
 WARMUP_EPOCHS = 1

@@ -16,7 +16,7 @@ When the data folder moved, --data names its new place.
 from pathlib import Path
 import argparse
 
-from lab.cli import script
+from fastai_lab.cli import script
 
 
 def flags(p):
@@ -32,7 +32,7 @@ def _say(out, folder):
         text = (f"test accuracy {out['test_acc']:.1%} (95% Wilson {out['test_acc_lo']:.1%}-{out['test_acc_hi']:.1%}) on "
                 f"{out['n_test_scored']} images, macro F1 {out['macro_f1']:.3f}; valid accuracy {out['valid_acc']:.1%}")
     else:
-        from lab.metrics import score_text
+        from fastai_lab.metrics import score_text
         text = '; '.join(f"{where} IoU {score_text(out[f'{where}_iou'])}, Dice {score_text(out[f'{where}_dice'])}, "
                          f"pixel accuracy {out[f'{where}_pixel_acc']:.3f}" for where in ('valid', 'test', 'real')
                          if f'{where}_iou' in out)
@@ -41,9 +41,9 @@ def _say(out, folder):
 
 
 def body(args):
-    from lab.predict import check_run_dir
-    from lab.evaluate import evaluate_saved_run
-    from lab.results import stage_dir
+    from fastai_lab.predict import check_run_dir
+    from fastai_lab.evaluate import evaluate_saved_run
+    from fastai_lab.results import stage_dir
     run = check_run_dir(args.run_dir, 'model.pth')  # before any folder is made
     if args.out:
         out = evaluate_saved_run(run, args.out, data=args.data, figures=args.figures)

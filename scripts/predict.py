@@ -14,7 +14,7 @@ Output: --out (default <RUN_DIR>/predictions/).
 """
 from pathlib import Path
 
-from lab.cli import script
+from fastai_lab.cli import script
 
 
 def flags(p):
@@ -36,7 +36,8 @@ def _unique(stem, used):
 
 def body(args):
     import pandas as pd
-    from lab.predict import check_image, check_run_dir, image_files, load_exported, overlay_mask, predict_classes, predict_masks, run_task
+    from fastai_lab.data.images import check_image
+    from fastai_lab.predict import check_run_dir, image_files, load_exported, overlay_mask, predict_classes, predict_masks, run_task
     run = check_run_dir(args.run_dir, 'export.pkl')
     task = run_task(run)
     if args.task and args.task != task:

@@ -9,8 +9,8 @@ flagged, and stages not run yet say so. Writes <out>/report/<timestamp>/ (REPORT
 and copies REPORT.md and REPORT.html to <out>/. REPORT.html embeds its figures, so it opens offline, anywhere.
 The report trains nothing (see lab/report/).
 """
-from lab.cli import script
-from lab.report import write_report
+from fastai_lab.cli import script
+from fastai_lab.report import write_report
 
 
 def flags(p):

@@ -9,17 +9,20 @@ failing script; `--resume` continues every stage where it stopped (finished stag
 Times go to results/run_all/<timestamp>/times.json. After its first training stage it estimates the time the rest
 of the lab will take (`lab_estimate`), as each stage does for its own runs after its first epoch.
 """
-import importlib, sys, time
+import runpy, sys, time
+from pathlib import Path
 from dataclasses import fields, replace
 
-from lab.ablation import planned_runs
-from lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags, script
-from lab.comparisons import activation_variants, blocks_variants
-from lab.io import write_json
-from lab.machine import announce, select_device
-from lab.progress import lab_estimate
-from lab.recipe import Recipe, pick_profile, scale_to_profile
-from lab.results import stage_dir
+from fastai_lab.ablation import planned_runs
+from fastai_lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, run_script, runtime_flags, script
+from fastai_lab.comparisons import activation_variants, blocks_variants
+from fastai_lab.io import write_json
+from fastai_lab.machine import announce, select_device
+from fastai_lab.progress import lab_estimate
+from fastai_lab.recipe import Recipe, pick_profile, scale_to_profile
+from fastai_lab.results import stage_dir
+
+HERE = Path(__file__).resolve().parent  # the scripts folder
 
 # script, the data it takes (Tiny ImageNet / moon), whether it trains (takes the recipe and runtime flags); the probes
 # take --out, --data and --quick, the report --out alone
@@ -47,7 +50,7 @@ RUNS_PER_SEED = {
 def planned(args, profile, names):
     "script -> the recipes it trains per seed, for the training scripts `names` (their RECIPE with the flags given)."
     given = {f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name) and f.name != 'data'}
-    recipe = lambda name: replace(scale_to_profile(importlib.import_module(f'scripts.{name}').RECIPE, profile), **given)
+    recipe = lambda name: replace(scale_to_profile(runpy.run_path(str(HERE / f'{name}.py'))['RECIPE'], profile), **given)
     return {name: RUNS_PER_SEED[name](recipe(name)) for name in names}
 
 
@@ -92,7 +95,7 @@ def run(args):
         script_argv = argv_for(name, data_kind, trains, args, profile)
         print(f"\n=== {name}: {script_argv}", flush=True)
         t0 = time.perf_counter()
-        try: importlib.import_module(f'scripts.{name}').main(script_argv)
+        try: run_script(HERE / f'{name}.py', script_argv)
         except SystemExit as e:
             if e.code not in (None, 0):
                 raise RuntimeError(f"{name} failed (exit {e.code}); later scripts were not run; rerun with "

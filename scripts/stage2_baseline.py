@@ -6,10 +6,10 @@ width, inside the 5M-parameter budget, trained with the spec's plain recipe. Wri
 parameter count and `print(model)` (model.txt) under results/stage2_baseline/<timestamp>/.
 """
 
-from lab.cli import script
-from lab.recipe import SPEC
-from lab.comparisons import run_resnet_stage
-from lab.tables import EPOCHS_FROM_0
+from fastai_lab.cli import script
+from fastai_lab.recipe import SPEC
+from fastai_lab.comparisons import run_resnet_stage
+from fastai_lab.tables import EPOCHS_FROM_0
 
 RECIPE = SPEC  # the spec's recipe, shared by every Task 2 comparison
 

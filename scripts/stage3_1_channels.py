@@ -8,9 +8,9 @@ table.md and summary.json.
 """
 from dataclasses import replace
 
-from lab.cli import script
-from lab.recipe import SPEC
-from lab.comparisons import run_resnet_stage
+from fastai_lab.cli import script
+from fastai_lab.recipe import SPEC
+from fastai_lab.comparisons import run_resnet_stage
 
 RECIPE = SPEC  # the spec's recipe; the variants change the channels only
 

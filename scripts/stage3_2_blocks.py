@@ -6,10 +6,10 @@ with --from); without one it keeps the recipe's channels and says so. Compares p
 speed (epoch of the best result) and overfitting; all accuracy curves on one plot (valid_accuracy.png).
 """
 
-from lab.cli import script
-from lab.recipe import SPEC
-from lab.lookup import stage_choice
-from lab.comparisons import blocks_variants, run_resnet_stage
+from fastai_lab.cli import script
+from fastai_lab.recipe import SPEC
+from fastai_lab.lookup import stage_choice
+from fastai_lab.comparisons import blocks_variants, run_resnet_stage
 
 RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.1
 

@@ -9,10 +9,10 @@ side, and the table adds their summary (dead share, last-layer activation std, f
 the verdict comes with the reason behind it.
 """
 
-from lab.cli import script
-from lab.recipe import SPEC
-from lab.lookup import stage_choice
-from lab.comparisons import ACTIVATIONS, activation_variants, run_resnet_stage
+from fastai_lab.cli import script
+from fastai_lab.recipe import SPEC
+from fastai_lab.lookup import stage_choice
+from fastai_lab.comparisons import ACTIVATIONS, activation_variants, run_resnet_stage
 
 RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.2
 

@@ -18,16 +18,16 @@ as it is). The quick profile (a CPU) runs every row at its few images and epochs
 import argparse
 from dataclasses import replace
 
-from lab.ablation import (INGREDIENTS, TABLE_COLUMNS, final_notes, final_row, greedy_ablation, planned_runs,
+from fastai_lab.ablation import (INGREDIENTS, TABLE_COLUMNS, final_notes, final_row, greedy_ablation, planned_runs,
                           plot_ablation, refit_row, stage_cost, tta_row, write_final_md)
-from lab.cli import script
-from lab.comparisons import experiments_table
-from lab.evaluate import tta_scores
-from lab.lookup import latest_stage_summary, stage_choice
-from lab.recipe import FINAL
-from lab.stage import run_stage
-from lab.tables import write_table
-from lab.train import RunOptions
+from fastai_lab.cli import script
+from fastai_lab.comparisons import experiments_table
+from fastai_lab.evaluate import tta_scores
+from fastai_lab.lookup import latest_stage_summary, stage_choice
+from fastai_lab.recipe import FINAL
+from fastai_lab.stage import run_stage
+from fastai_lab.tables import write_table
+from fastai_lab.train import RunOptions
 
 RECIPE = FINAL  # the final recipe (lab/recipe.py); stage 4's ablation measures each of its ingredients
 

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from arch.probes import DeepConvReLU, probe_images
-from lab.callbacks import backward_probe, plot_layer_norms, plot_layer_profiles
-from lab.tables import write_table
-from lab.cli import parse_seeds, probe_flags, script
-from lab.machine import environment_info
-from lab.results import stage_dir
-from lab.io import write_json
+from fastai_lab.arch.probes import DeepConvReLU, probe_images
+from fastai_lab.callbacks import backward_probe, plot_layer_norms, plot_layer_profiles
+from fastai_lab.tables import write_table
+from fastai_lab.cli import parse_seeds, probe_flags, script
+from fastai_lab.machine import environment_info
+from fastai_lab.results import stage_dir
+from fastai_lab.io import write_json
 
 
 def probe(depth, seeds, batch, init='default', gain=1.0, images=None):

@@ -13,13 +13,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from arch.probes import VarianceProbeNet, activation_profile, ks_distance, probe_images, weight_variances
-from lab.callbacks import plot_layer_profiles
-from lab.tables import write_table
-from lab.cli import parse_seeds, probe_flags, script
-from lab.machine import environment_info
-from lab.results import stage_dir
-from lab.io import write_json
+from fastai_lab.arch.probes import VarianceProbeNet, activation_profile, ks_distance, probe_images, weight_variances
+from fastai_lab.callbacks import plot_layer_profiles
+from fastai_lab.tables import write_table
+from fastai_lab.cli import parse_seeds, probe_flags, script
+from fastai_lab.machine import environment_info
+from fastai_lab.results import stage_dir
+from fastai_lab.io import write_json
 
 
 def gap_histograms(gaps, path):

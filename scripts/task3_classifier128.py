@@ -11,13 +11,13 @@ intervals), the test report (confusion matrix, per-class table, samples) and the
 results/task3_classifier128/.
 """
 
-from lab.cli import script
-from lab.recipe import CLASSIFIER_128
-from lab.stats import accuracy_text, compare
-from lab.tables import EPOCHS_FROM_0, write_table
-from lab.comparisons import classifier_row
-from lab.stage import run_stage
-from lab.train import RunOptions
+from fastai_lab.cli import script
+from fastai_lab.recipe import CLASSIFIER_128
+from fastai_lab.stats import accuracy_text, compare
+from fastai_lab.tables import EPOCHS_FROM_0, write_table
+from fastai_lab.comparisons import classifier_row
+from fastai_lab.stage import run_stage
+from fastai_lab.train import RunOptions
 
 RECIPE = CLASSIFIER_128  # 128 px, stride-2 stem, the final recipe on train only (lab/recipe.py)
 

@@ -11,13 +11,13 @@ tested on a real one: the sim-to-real gap). Writes logs, curves, prediction figu
 mask) and show_results.png under results/task3_unet/.
 """
 
-from lab.cli import script
-from lab.recipe import UNET
-from lab.tables import write_table
-from lab.stage import run_stage
-from lab.comparisons import seg_row, seg_table_rows
-from lab.metrics import score_text
-from lab.train import RunOptions
+from fastai_lab.cli import script
+from fastai_lab.recipe import UNET
+from fastai_lab.tables import write_table
+from fastai_lab.stage import run_stage
+from fastai_lab.comparisons import seg_row, seg_table_rows
+from fastai_lab.metrics import score_text
+from fastai_lab.train import RunOptions
 
 RECIPE = UNET  # the hand-written U-Net and its recipe (lab/recipe.py)
 

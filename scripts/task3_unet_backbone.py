@@ -16,16 +16,15 @@ on the same data, split and profile (trained here, with the same seeds, when the
 from pathlib import Path
 from dataclasses import replace
 
-from lab.cli import script
-from scripts import task3_classifier128
-from data.locate import find_tiny_imagenet
-from lab.recipe import BACKBONE_UNET, UNET
-from lab.stats import compare
-from lab.tables import write_table
-from lab.lookup import chosen_recipe, finished_stages, latest_stage_summary, read_stage
-from lab.stage import run_stage
-from lab.comparisons import seg_row, seg_table_rows
-from lab.train import RunOptions
+from fastai_lab.cli import run_script, script
+from fastai_lab.data.locate import find_tiny_imagenet
+from fastai_lab.recipe import BACKBONE_UNET, UNET
+from fastai_lab.stats import compare
+from fastai_lab.tables import write_table
+from fastai_lab.lookup import chosen_recipe, finished_stages, latest_stage_summary, read_stage
+from fastai_lab.stage import run_stage
+from fastai_lab.comparisons import seg_row, seg_table_rows
+from fastai_lab.train import RunOptions
 
 RECIPE = BACKBONE_UNET  # variant A: encoder frozen, decoder trained with the U-Net's recipe (lab/recipe.py)
 FINE_TUNE = dict(lr=1e-4, encoder_lr=1e-5)  # variant B: everything trained, the encoder 10x slower than the rest
@@ -45,7 +44,7 @@ def classifier(opts, recipe):
         summary = newest_classifier(opts, recipe.profile)
         if summary is None and opts.extra['train_backbone']:
             argv = ['--out', opts.out, f'--{recipe.profile}'] + (['--data', opts.extra['tiny']] if opts.extra['tiny'] else [])
-            task3_classifier128.main(argv)
+            run_script(Path(__file__).resolve().parent / 'task3_classifier128.py', argv)
             summary = newest_classifier(opts, recipe.profile)
     if summary is None:
         raise FileNotFoundError(f"no 128 px classifier of the {recipe.profile} profile under "

@@ -12,7 +12,7 @@ matplotlib.use('Agg')  # show_batch and plots in tests never open a window
 import pytest
 import torch
 
-from data.synthetic import make_moon_like, make_tiny_imagenet_like
+from fastai_lab.data.synthetic import make_moon_like, make_tiny_imagenet_like
 from scripts import (stage2_baseline, stage4_final, task1_gradients, task1_variance, task3_classifier128,
                      task3_unet)
 

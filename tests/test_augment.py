@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from fastai.vision.all import Brightness, Flip, IntToFloatTensor, Pipeline, TensorCategory, TensorImage, TensorMask
 
-from data.augment import AUGMENTATIONS, PadCrop, augment_tfms
+from fastai_lab.data.augment import AUGMENTATIONS, PadCrop, augment_tfms
 
 
 def images(n=6, h=20, w=24, seed=0):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from data.synthetic import make_moon_like, make_tiny_imagenet_like
+from fastai_lab.data.synthetic import make_moon_like, make_tiny_imagenet_like
 from scripts import benchmark
 
 PATHS = 'abc'

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import locate, synthetic
-from data.moon import binarize_mask, load_mask, mask_scheme, moon_dls, moon_pairs
-from data.tiny_imagenet import valid_idxs
+from fastai_lab.data import locate, synthetic
+from fastai_lab.data.moon import binarize_mask, load_mask, mask_scheme, moon_dls, moon_pairs
+from fastai_lab.data.tiny_imagenet import valid_idxs
 
 # ----- masks --------------------------------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data import locate, synthetic
-from data.tiny_imagenet import TinyImageNetDataset, class_names, load_tiny_imagenet, read_words, test_dl, tiny_imagenet_dls
+from fastai_lab.data import locate, synthetic
+from fastai_lab.data.tiny_imagenet import TinyImageNetDataset, class_names, load_tiny_imagenet, read_words, test_dl, tiny_imagenet_dls
 
 WNIDS = [f'n9{k:07d}' for k in range(10)]
 REAL_NAMES = ['Egyptian cat', 'reel', 'volleyball', 'rocking chair', 'lemon', 'bullfrog', 'basketball', 'cliff',

@@ -13,12 +13,12 @@ from fastai.learner import Learner, load_learner
 from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, ItemGetter, PILImage, PILImageBW,
                                Pipeline, RandomResizedCrop, Resize, TensorCategory, TensorImage, TensorMask, Transform)
 
-import lab.device_data as device
-from data.augment import PadCrop
-from lab.device_data import DeviceDL, cache_dir_for, item_cache, to_device_dls
-from data.moon import moon_dls
-from data.synthetic import make_moon_like, make_tiny_imagenet_like
-from data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
+import fastai_lab.data.cache as device
+from fastai_lab.data.augment import PadCrop
+from fastai_lab.data.cache import DeviceDL, cache_dir_for, item_cache, to_device_dls
+from fastai_lab.data.moon import moon_dls
+from fastai_lab.data.synthetic import make_moon_like, make_tiny_imagenet_like
+from fastai_lab.data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
 
 
 @pytest.fixture(scope='module')

@@ -16,16 +16,16 @@ from fastai.losses import MSELossFlat
 from fastai.optimizer import SGD, radam_step
 from fastai.torch_core import TensorImage
 
-from data.augment import BatchRandomResizedCrop, shift_images
-from lab import ablation, train
-from lab.ablation import INGREDIENTS, greedy_ablation, spec_recipe
-from lab.data import build_data, resolve_data
-from lab.ingredients import (MixUntil, WeightEMA, apply_view, ema_decay, mixing_epochs, multi_view_logits, tta_views,
+from fastai_lab.data.augment import BatchRandomResizedCrop, shift_images
+from fastai_lab import ablation, train
+from fastai_lab.ablation import INGREDIENTS, greedy_ablation, spec_recipe
+from fastai_lab.data.loaders import build_data, resolve_data
+from fastai_lab.ingredients import (MixUntil, WeightEMA, apply_view, ema_decay, mixing_epochs, multi_view_logits, tta_views,
                              view_words)
-from lab.learner import build_model, fit_recipe, make_learner, seed_everything
-from lab.recipe import FINAL, Recipe, scale_to_profile
-from lab.stats import gain_verdict, pooled_seed_sd
-from lab.train import RunOptions, train_run
+from fastai_lab.learner import build_model, fit_recipe, make_learner, seed_everything
+from fastai_lab.recipe import FINAL, Recipe, scale_to_profile
+from fastai_lab.stats import gain_verdict, pooled_seed_sd
+from fastai_lab.train import RunOptions, train_run
 
 
 def toy_dls(n=32, bs=8, seed=0):
@@ -101,7 +101,7 @@ def test_ema_checkpoints_the_averaged_weights_and_resumes_to_the_same_numbers(ti
     pd.testing.assert_frame_equal(metrics(tmp_path / 'whole'), metrics(tmp_path / 'cut'))
     assert resumed['best_epoch'] == whole['best_epoch']
     # model.pth holds the averaged weights of the best epoch: evaluated again, they give that epoch's valid numbers
-    from lab.evaluate import evaluate_saved_run
+    from fastai_lab.evaluate import evaluate_saved_run
     again = evaluate_saved_run(tmp_path / 'whole', tmp_path / 'eval', figures=False)
     assert again['valid_acc'] == pytest.approx(whole['best']['valid_accuracy'])
     assert again['valid_loss'] == pytest.approx(whole['best']['valid_loss'], rel=1e-5)

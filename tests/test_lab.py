@@ -6,17 +6,17 @@ import pandas as pd
 import pytest
 import torch
 
-from lab.cli import parse_seeds
-from lab.data import resolve_data
-from lab.recipe import FINAL, SPEC, UNET, Recipe, scale_to_profile
-from lab.stats import accuracy_text, compare, mean_std, seed_interval, wilson
-from lab.results import Stage, stage_dir
-from lab.lookup import key_difference, latest_stage_summary, stage_choice
-from lab.io import write_json
-from lab.cli import Options
-from lab.comparisons import classifier_row, experiments_table, overfitting_text
-from lab.train import RunOptions, train_run
-from lab.learner import make_learner
+from fastai_lab.cli import parse_seeds
+from fastai_lab.data.loaders import resolve_data
+from fastai_lab.recipe import FINAL, SPEC, UNET, Recipe, scale_to_profile
+from fastai_lab.stats import accuracy_text, compare, mean_std, seed_interval, wilson
+from fastai_lab.results import Stage, stage_dir
+from fastai_lab.lookup import key_difference, latest_stage_summary, stage_choice
+from fastai_lab.io import write_json
+from fastai_lab.cli import Options
+from fastai_lab.comparisons import classifier_row, experiments_table, overfitting_text
+from fastai_lab.train import RunOptions, train_run
+from fastai_lab.learner import make_learner
 
 
 # ----- recipes ------------------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_make_learner_follows_the_recipe(tiny3):
     from fastai.callback.mixup import CutMix
     from fastai.data.core import DataLoaders
     from torch.utils.data import TensorDataset
-    from arch.resnet import ResNet
+    from fastai_lab.arch.resnet import ResNet
     ds = TensorDataset(torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,)))
     dls = DataLoaders.from_dsets(ds, ds, bs=4)
     learn = make_learner(replace(FINAL, precision='fp32'), ResNet((8, 16, 32), (1, 1, 1), n_classes=3), dls)

@@ -1,19 +1,22 @@
-"""The code's layers, read from the source (ast): arch/, data/ and lab/ import one another without a cycle, the models
-and datasets never import the training machinery, and nothing of the three imports scripts/."""
+"""The code's layers, read from the source (ast), under the one import name the lab installs (pyproject.toml's
+package-dir: lab/ is fastai_lab, arch/ fastai_lab.arch, data/ fastai_lab.data): no import cycle, the models and the
+data import nothing of the training machinery but its base (io, machine), and nothing of the package imports or
+loads scripts/ except `fastai_lab.cli.run_script`, which runs one by its path as the shell would."""
 import ast, re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ('arch', 'data', 'lab')
+PACKAGES = {'lab': 'fastai_lab', 'arch': 'fastai_lab.arch', 'data': 'fastai_lab.data'}  # folder -> import name
+BASE = ('fastai_lab', 'fastai_lab.io', 'fastai_lab.machine')  # what arch/ and data/ may import of the machinery
 
 
 def modules():
-    "module name -> its file, for every module of the lab's packages."
+    "module name (as imported) -> its file, for every module of the lab's folders."
     found = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob('*.py')):
-            parts = path.relative_to(ROOT).with_suffix('').parts
-            found['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
+    for folder, name in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob('*.py')):
+            parts = path.relative_to(ROOT / folder).with_suffix('').parts
+            found['.'.join((name, *parts[:-1]) if parts[-1] == '__init__' else (name, *parts))] = path
     return found
 
 
@@ -29,7 +32,7 @@ def imported(name, path, known):
                 base = '.'.join(package.split('.')[:len(package.split('.')) - node.level + 1] + ([base] if base else []))
             targets = [f'{base}.{a.name}' if f'{base}.{a.name}' in known else base for a in node.names]
         else: continue
-        out |= {t for t in targets if t.split('.')[0] in PACKAGES + ('scripts',)}
+        out |= {t for t in targets if t.split('.')[0] in ('fastai_lab', 'scripts')}
     return out - {name}
 
 
@@ -70,18 +73,21 @@ def test_nothing_in_the_packages_imports_or_loads_the_scripts():
     assert {m: sorted(i) for m, i in graph().items() if any(t.split('.')[0] == 'scripts' for t in i)} == {}
     # nor loads them by path (importlib's spec_from_file_location, runpy), which no import statement shows
     by_path = re.compile(r"""['"]scripts['"/]|spec_from_file_location|runpy""")
-    assert [m for m, path in modules().items() if by_path.search(path.read_text())] == []
+    assert [m for m, path in modules().items() if by_path.search(path.read_text())] == ['fastai_lab.cli']
+    assert 'def run_script(path, argv)' in modules()['fastai_lab.cli'].read_text()
 
 
 def test_models_and_datasets_do_not_import_the_training_machinery():
-    lower = {m: sorted(t for t in i if t.split('.')[0] == 'lab') for m, i in graph().items() if m.split('.')[0] != 'lab'}
+    parts = ('fastai_lab.arch', 'fastai_lab.data')
+    def machinery(t): return not t.startswith(parts) and t not in BASE
+    lower = {m: sorted(filter(machinery, i)) for m, i in graph().items() if m.startswith(parts)}
     assert {m: i for m, i in lower.items() if i} == {}
 
 
 def test_the_graph_sees_relative_and_function_level_imports():
     edges = graph()
-    assert 'lab.io' in edges['lab.results'] and 'lab.learner' in edges['lab.train']
-    assert 'data.locate' in edges['arch.probes']  # imported inside probe_images
+    assert 'fastai_lab.io' in edges['fastai_lab.results'] and 'fastai_lab.learner' in edges['fastai_lab.train']
+    assert 'fastai_lab.data.locate' in edges['fastai_lab.arch.probes']  # imported inside probe_images
 
 
 def test_every_script_is_one_cli_main_that_runs_as_a_file():

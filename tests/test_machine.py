@@ -11,11 +11,12 @@ from fastai.data.core import DataLoaders
 from fasttransform import Transform
 from torch.utils.data import TensorDataset
 
-from arch.resnet import ResNet
-from lab import device_data, jobs, machine, progress
-from lab.learner import make_learner
-from lab.recipe import SPEC, pick_profile
-from lab.progress import Work, duration, estimate_line
+from fastai_lab.arch.resnet import ResNet
+from fastai_lab import jobs, machine, progress
+from fastai_lab.data import cache as device_data
+from fastai_lab.learner import make_learner
+from fastai_lab.recipe import SPEC, pick_profile
+from fastai_lab.progress import Work, duration, estimate_line
 
 CARDS = {'T4': ('Tesla T4', 7, 5), 'V100': ('Tesla V100-SXM2-16GB', 7, 0), 'A100': ('NVIDIA A100-SXM4-80GB', 8, 0),
          'H200': ('NVIDIA H200', 9, 0)}

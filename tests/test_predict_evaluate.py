@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from scripts import evaluate, predict
-from lab.io import read_json
+from fastai_lab.io import read_json
 
 
 def run_of(results, stage, name):
@@ -50,8 +50,8 @@ def test_predict_top3_of_a_final_run_without_its_data(results, tmp_path, capsys)
     assert (p[:, 0] >= p[:, 1]).all() and (p[:, 1] >= p[:, 2]).all() and (p.sum(1) <= 1 + 1e-5).all() and (p > 0).all()
     assert all(sorted(r) == sorted(names) for r in csv[['top1', 'top2', 'top3']].to_numpy().tolist())
     # the same probabilities as the run's checkpoint through the training data pipeline (squish resize, normalise)
-    from lab.data import build_data
-    from lab.learner import load_run_model, make_learner
+    from fastai_lab.data.loaders import build_data
+    from fastai_lab.learner import load_run_model, make_learner
     model, recipe = load_run_model(run)
     data = build_data(recipe, say=False)
     probs, _ = make_learner(recipe, model, data.dls).get_preds(dl=data.test_dl())

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from scripts import report as report_script, stage2_baseline
-from lab.report import SECTIONS, image_links
-from lab.lookup import latest_stage_summary
-from lab.io import read_json, write_json
+from fastai_lab.report import SECTIONS, image_links
+from fastai_lab.lookup import latest_stage_summary
+from fastai_lab.io import read_json, write_json
 
 
 def report(out):

@@ -5,13 +5,13 @@ import torch.nn as nn
 from fastai.data.core import DataLoaders
 from torch.utils.data import TensorDataset
 
-from arch.layers import BudgetError, check_budget, count_params, make_activation, max_channels
-from arch.resnet import BasicBlock, ResNet, resnet_splitter
+from fastai_lab.arch.layers import BudgetError, check_budget, count_params, make_activation, max_channels
+from fastai_lab.arch.resnet import BasicBlock, ResNet, resnet_splitter
 from dataclasses import replace
 
-from lab.recipe import SPEC
-from lab.comparisons import activation_variants, blocks_variants
-from lab.learner import make_learner
+from fastai_lab.recipe import SPEC
+from fastai_lab.comparisons import activation_variants, blocks_variants
+from fastai_lab.learner import make_learner
 
 # Exact counts of the stage configurations (10 classes, 3x3 stem).
 STAGE_PARAMS = {

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 import importlib
-from lab.checkpoint import read_checkpoint
-from lab.evaluate import evaluate_saved_run
-from lab.lookup import latest_stage_summary
-from lab.io import read_json
+from fastai_lab.checkpoint import read_checkpoint
+from fastai_lab.evaluate import evaluate_saved_run
+from fastai_lab.lookup import latest_stage_summary
+from fastai_lab.io import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

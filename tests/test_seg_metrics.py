@@ -11,9 +11,9 @@ from fastai.data.load import DataLoader
 from fastai.learner import Learner
 from fastai.torch_core import TensorImage, TensorMask
 
-from lab.metrics import (seg_stats, iou_score, dice_score, pixel_accuracy, score_text, IoU, DiceScore, PixelAccuracy,
+from fastai_lab.metrics import (seg_stats, iou_score, dice_score, pixel_accuracy, score_text, IoU, DiceScore, PixelAccuracy,
                          seg_metrics)
-from lab.losses import soft_dice_loss, BCEDiceLoss, seg_loss
+from fastai_lab.losses import soft_dice_loss, BCEDiceLoss, seg_loss
 
 # 4x4 target with 4 foreground pixels; the prediction hits 3, misses 1 and adds 1: tp 3, fp 1, fn 1, tn 11.
 TARGET = torch.tensor([[0, 0, 1, 1],

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from arch.probes import DeepConvReLU, VarianceProbeNet, activation_profile, init_convs, ks_distance, weight_variances, weighted_layers
-from lab.callbacks import backward_probe
+from fastai_lab.arch.probes import DeepConvReLU, VarianceProbeNet, activation_profile, init_convs, ks_distance, weight_variances, weighted_layers
+from fastai_lab.callbacks import backward_probe
 from scripts import task1_gradients, task1_variance
 
 ROOT = Path(__file__).resolve().parents[1]

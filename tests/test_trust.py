@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from data.moon import check_pair_sizes, moon_pairs
-from data.synthetic import make_moon_like
-from data.tiny_imagenet import load_tiny_imagenet
-from lab import jobs, train
-from lab.lookup import latest_stage_summary
-from lab.io import read_json
-from lab.learner import load_checkpoint, load_run_model
+from fastai_lab.data.moon import check_pair_sizes, moon_pairs
+from fastai_lab.data.synthetic import make_moon_like
+from fastai_lab.data.tiny_imagenet import load_tiny_imagenet
+from fastai_lab import jobs, train
+from fastai_lab.lookup import latest_stage_summary
+from fastai_lab.io import read_json
+from fastai_lab.learner import load_checkpoint, load_run_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -297,9 +297,9 @@ def test_a_bad_first_train_image_is_named_and_stage2_prints_no_model_first(tiny3
 
 def test_data_read_file_by_file_is_checked_whole_once(tiny3, tmp_path, monkeypatch):
     "Data too big for memory is not cached, but every image of it is decoded once all the same, before training."
-    from lab import device_data
-    from lab.data import build_data, resolve_data
-    from lab.recipe import SPEC, scale_to_profile
+    from fastai_lab.data import cache as device_data
+    from fastai_lab.data.loaders import build_data, resolve_data
+    from fastai_lab.recipe import SPEC, scale_to_profile
     data = shutil.copytree(tiny3, tmp_path / 'tiny', ignore=shutil.ignore_patterns('.lab-cache'))  # no caches yet
     recipe = resolve_data(replace(scale_to_profile(SPEC, 'quick'), data=str(data), classes='3', size=16, bs=8))
     bad = _truncate(load_tiny_imagenet(data, n_classes=3).valid[2][0])
@@ -322,7 +322,7 @@ def test_data_read_file_by_file_is_checked_whole_once(tiny3, tmp_path, monkeypat
 
 def test_a_bad_real_frame_is_named_before_a_unet_trains(synthetic_moon, tmp_path, monkeypatch, capsys):
     "The real Kaggle frame every U-Net run is scored on after training (sim-to-real) is decoded up front too."
-    from lab import data as lab_data
+    from fastai_lab.data import loaders as lab_data
     real = shutil.copytree(synthetic_moon, tmp_path / 'real')
     render, ground = moon_pairs(real)[0]
     _truncate(render)
@@ -382,8 +382,8 @@ def test_masks_without_rock_have_no_iou_and_say_so(tmp_path, capsys):
     unet = (out / 'REPORT.md').read_text().split('### Task 3.2')[1].split('### Task 3.3')[0]
     assert 'An empty IoU or Dice cell: no rock pixels' in unet and '| 1.000 |' not in unet
     # data read file by file (too big for memory) finds the same, from its one decode of every frame
-    from lab.data import build_data
-    from lab.recipe import Recipe
+    from fastai_lab.data.loaders import build_data
+    from fastai_lab.recipe import Recipe
     recipe = Recipe.from_dict(read_json(folder / 'unet-seed0' / 'config.json')['recipe'])
     assert len(build_data(recipe, in_memory=False, say=False).check(say=False).caveats) == 3
 
@@ -400,7 +400,7 @@ def test_a_batch_larger_than_the_train_set_is_recorded_as_used(tiny_cli, tmp_pat
 
 
 def _unet_config(tmp_path):
-    from lab.recipe import UNET
+    from fastai_lab.recipe import UNET
     path = tmp_path / 'unet-run' / 'config.json'
     path.parent.mkdir()
     path.write_text(json.dumps(dict(recipe=UNET.to_dict(), run='unet-seed0')))

@@ -14,8 +14,8 @@ STEM_WORDS = {'3x3': ('3x3 conv, stride 1', 1), '3x3s2': ('3x3 conv, stride 2 (h
 
 def augment_descriptions():
     "The augmentation presets as `data.augment.AUGMENTATIONS` documents them: name -> the comment above its entry."
-    import data.augment  # here, not above: it imports fastai.vision.all (seconds), and only its source is read
-    text = Path(data.augment.__file__).read_text()
+    from importlib.util import find_spec  # the module's file, not the module: it imports fastai.vision.all (seconds)
+    text = Path(find_spec('fastai_lab.data.augment').origin).read_text()
     start = text.find('AUGMENTATIONS = {')
     out, comment = {}, []
     for line in text[start:].splitlines()[1:] if start >= 0 else []:
@@ -35,7 +35,7 @@ def _recipe(d):
 
 def _build(recipe):
     "(model, parameter count) of `recipe`, built without loading any checkpoint."
-    from arch.layers import count_params  # here, not above: arch and lab.learner import fastai (seconds)
+    from fastai_lab.arch.layers import count_params  # here, not above: arch and lab.learner import fastai (seconds)
     from ..learner import build_model
     model = build_model(replace(recipe, init=None))
     return model, count_params(model)
@@ -82,7 +82,7 @@ def describe_unet(recipe):
 
 def describe_backbone(recipe, checkpoint=None):
     "The backbone U-Net in words: encoder (the classifier's stem and stages), adapters and resizing, decoder, counts."
-    from arch.layers import count_params  # here, not above: arch imports fastai (seconds)
+    from fastai_lab.arch.layers import count_params  # here, not above: arch imports fastai (seconds)
     model, n = _build(recipe)
     enc = recipe.model['encoder']
     channels, blocks, stem = list(enc['channels']), list(enc['blocks']), enc.get('stem', '3x3')

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from data.locate import data_source, find_moon, find_tiny_imagenet, moon_places
-from data.moon import CODES, check_pair_sizes, moon_dls, moon_splits
-from data.tiny_imagenet import load_tiny_imagenet, read_wnids, parse_classes, tiny_imagenet_dls
-from .machine import default_device, loader_workers
+from fastai_lab.data.locate import data_source, find_moon, find_tiny_imagenet, moon_places
+from fastai_lab.data.moon import CODES, check_pair_sizes, moon_dls, moon_splits
+from fastai_lab.data.tiny_imagenet import load_tiny_imagenet, read_wnids, parse_classes, tiny_imagenet_dls
+from ..machine import default_device, loader_workers
 
 __all__ = ['resolve_data', 'build_data', 'Data', 'real_moon_pair', 'MEMORY_SHARE']
 
@@ -49,12 +49,12 @@ class Data:
         Segmentation: a split none of whose masks holds rock gets a caveat (its IoU and Dice are undefined).
         `say`: print the caveats found here. Returns self. Global RNG states are left as they were (the loaders made
         here draw their seeds from Python's `random`), so checking changes no run's numbers."""
-        from .device_data import rng_preserved
+        from .cache import rng_preserved
         with rng_preserved(): self._check(say)
         return self
 
     def _check(self, say):
-        from .device_data import check_items, item_cache
+        from .cache import check_items, item_cache
         segment = self.info['task'] == 'segment'
         if self.info['data_path'] not in ('device', 'pinned', 'cpu'):  # the file path: nothing decoded yet
             for split, dl in (('train', self.dls.train), ('valid', self.dls.valid)):
@@ -67,7 +67,7 @@ class Data:
             cached = item_cache(self.test_dl(), self.root)
             if segment: self._no_rock_caveat('test', bool(cached[1].as_subclass(torch.Tensor).any()), say)
         if segment:  # the real Kaggle frame(s) every U-Net run scores after training (sim-to-real)
-            from .device_data import check_item_files
+            from .cache import check_item_files
             for pair in (real_moon_pair() or (None, []))[1]: check_item_files(pair)
 
     def _no_rock_caveat(self, split, rock, say):
@@ -133,10 +133,10 @@ def build_data(recipe, device=None, say=True, in_memory=None):
             caveats.append(f"only {len(splits.train)} frame ({splits.train[0][0].name}): it is the train, valid and "
                            f"test set at once, so the valid and test scores are NOT held out")
     if in_memory:
-        from .device_data import to_device_dls
+        from .cache import to_device_dls
         dls = to_device_dls(dls, root, device=device)
     if torch.device(device).type == 'mps':  # an op MPS lacks runs that batch transform on the CPU (said) instead
-        from .device_data import cpu_fallback
+        from .cache import cpu_fallback
         dls = cpu_fallback(dls)
     path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({loader_workers()} workers)'
     info.update(data=str(root), source=source, size=recipe.size, augment=recipe.augment, data_path=path,
@@ -164,13 +164,13 @@ def _check_first(items):
     """Decode the first training item's files: fastai's setup decodes it before any of the lab's checks, and its
     error does not name the file."""
     if items:
-        from .device_data import check_item_files
+        from .cache import check_item_files
         check_item_files(items[0])
 
 
 def real_moon_pair():
     "The real Kaggle render/ground pair(s) of a known place that is too small to train on (the sim-to-real check), or None."
-    from data.moon import moon_pairs
+    from fastai_lab.data.moon import moon_pairs
     for place in moon_places():
         try:
             pairs = moon_pairs(place)

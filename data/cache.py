@@ -25,9 +25,9 @@ from fastai.torch_core import to_device
 from fastai.vision.augment import RandTransform, Resize, ResizeMethod
 from fasttransform.transform import Pipeline
 
-from data.locate import data_home
-from .io import atomic_write
-from .machine import default_device
+from fastai_lab.data.locate import data_home
+from ..io import atomic_write
+from ..machine import default_device
 
 __all__ = ['CACHE_VERSION', 'rng_preserved', 'cache_dir_for', 'item_cache', 'check_items', 'check_item_files',
            'is_image_file', 'DeviceDL', 'to_device_dls', 'FallbackPipeline', 'cpu_fallback']
@@ -152,8 +152,8 @@ def is_image_file(path):
 
 def check_item_files(item):
     """Decode every image file of `item` (a path, or a tuple such as (path, label) or (render, mask)) in full; a
-    ValueError naming the first file PIL cannot read (`lab.predict.check_image`)."""
-    from .predict import check_image
+    ValueError naming the first file PIL cannot read (`fastai_lab.data.images.check_image`)."""
+    from .images import check_image
     for p in _item_files(item):
         if is_image_file(p): check_image(p)
 
