@@ -24,7 +24,7 @@ from .recipe import SPEC
 from .stats import GAIN_RULE, accuracy_text, gain_verdict, mean_std, pooled_seed_sd, seed_interval, wilson
 
 __all__ = ['INGREDIENTS', 'ABLATED_FIELDS', 'spec_recipe', 'candidate', 'greedy_ablation', 'tta_row', 'final_row',
-           'refit_row', 'final_notes', 'write_final_md', 'plot_ablation', 'planned_runs', 'stage_cost', 'TABLE_COLUMNS',
+           'refit_row', 'final_notes', 'write_final_md', 'plot_ablation', 'stage_cost', 'TABLE_COLUMNS',
            'FINAL_FIELDS']
 
 # (variant name, what it adds, its source, the fields it sets: a value, or None for the stage recipe's own value,
@@ -223,13 +223,6 @@ def plot_ablation(rows, path, title='Recipe ablation: valid accuracy per row'):
     ax.grid(axis='x', alpha=0.3)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return Path(path)
-
-
-def planned_runs(recipe, ablation=True, refit=False):
-    """The recipes stage 4 trains per seed at most, for its cost and time estimates: every row of the ablation (each
-    ingredient tried once), the final model, and the refit on train + valid."""
-    rows = [recipe] * (len(INGREDIENTS) + 1) if ablation else []
-    return rows + [recipe] + ([replace(recipe, train_on_valid=True)] if refit else [])
 
 
 def stage_cost(n_rows, n_seeds, epochs, n_train, n_valid, refit=False):

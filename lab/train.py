@@ -116,7 +116,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     start, best, extra = resume(learn, run_dir, recipe, kept_states)
     learn.first_epoch = start
     monitor = None if recipe.train_on_valid else recipe.monitor
-    cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name, recipe, data.info),
+    cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name),
            Checkpoints(run_dir, recipe, monitor, best, kept_states), *extra]
     t0 = time.perf_counter()
     fit_recipe(learn, recipe, cbs)

@@ -11,7 +11,7 @@ the verdict comes with the reason behind it.
 
 from fastai_lab.cli import script
 from fastai_lab.recipe import SPEC
-from fastai_lab.lookup import stage_choice
+from fastai_lab.stage import stage_choice
 from fastai_lab.comparisons import ACTIVATIONS, activation_variants, run_resnet_stage
 
 RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.2
