@@ -49,7 +49,7 @@ class Data:
         Segmentation: a split none of whose masks holds rock gets a caveat (its IoU and Dice are undefined).
         `say`: print the caveats found here. Returns self. Global RNG states are left as they were (the loaders made
         here draw their seeds from Python's `random`), so checking changes no run's numbers."""
-        from .cache import rng_preserved
+        from ..machine import rng_preserved
         with rng_preserved(): self._check(say)
         return self
 
@@ -133,10 +133,10 @@ def build_data(recipe, device=None, say=True, in_memory=None):
             caveats.append(f"only {len(splits.train)} frame ({splits.train[0][0].name}): it is the train, valid and "
                            f"test set at once, so the valid and test scores are NOT held out")
     if in_memory:
-        from .cache import to_device_dls
+        from .device import to_device_dls
         dls = to_device_dls(dls, root, device=device)
     if torch.device(device).type == 'mps':  # an op MPS lacks runs that batch transform on the CPU (said) instead
-        from .cache import cpu_fallback
+        from .device import cpu_fallback
         dls = cpu_fallback(dls)
     path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({loader_workers()} workers)'
     info.update(data=str(root), source=source, size=recipe.size, augment=recipe.augment, data_path=path,

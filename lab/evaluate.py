@@ -22,8 +22,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from .data.loaders import build_data, real_moon_pair
 from .ingredients import multi_view_logits, view_words
 from .io import read_json, write_json
-from .learner import load_run_model, make_learner, seed_everything, setup_torch
-from .machine import environment_info
+from .learner import load_run_model, make_learner, setup_torch
+from .machine import environment_info, seed_everything
 from .predict import check_run_dir
 from .stats import wilson
 from .tables import markdown_table, write_table

@@ -5,12 +5,10 @@ On a CUDA GPU: mixed precision (bf16, or fp16 with loss scaling on GPUs without 
 channels_last, cuDNN's autotuner, and torch's fused optimisers through fastai's `OptimWrapper` (fastai's own
 optimisers step every parameter in Python, a dozen kernel launches each).
 """
-import random
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastai.callback.core import CancelEpochException
 from fastai.callback.fp16 import MixedPrecision
@@ -30,16 +28,8 @@ from .machine import cpu_threads, default_device, resolve_precision
 from .metrics import DeviceAccuracy, seg_metrics
 from .recipe import Recipe
 
-__all__ = ['seed_everything', 'setup_torch', 'n_classes_of', 'MODELS', 'build_model', 'load_checkpoint',
+__all__ = ['setup_torch', 'n_classes_of', 'MODELS', 'build_model', 'load_checkpoint',
            'load_run_model', 'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner', 'lr_of', 'fit_recipe']
-
-
-def seed_everything(seed, deterministic=False):
-    "Seed Python, NumPy and torch (all devices); `deterministic`: cuDNN's deterministic kernels, else its autotuner."
-    random.seed(seed); np.random.seed(seed % 2 ** 32); torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic
 
 
 def setup_torch():

@@ -16,7 +16,8 @@ from .data.loaders import build_data, resolve_data
 from .distributed import is_distributed
 from .io import read_json, write_json
 from .jobs import train_runs
-from .learner import build_model, make_learner, seed_everything, setup_torch
+from .learner import build_model, make_learner, setup_torch
+from .machine import seed_everything
 from .recipe import describe_model
 from .results import Stage, run_name, variant_of
 from .train import RunOptions
