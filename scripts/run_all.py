@@ -14,7 +14,8 @@ from pathlib import Path
 from dataclasses import fields, replace
 
 from fastai_lab.ablation import planned_runs
-from fastai_lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, run_script, runtime_flags, script
+from fastai_lab.cli import run_script, script
+from fastai_lab.flags import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags
 from fastai_lab.comparisons import activation_variants, blocks_variants
 from fastai_lab.io import write_json
 from fastai_lab.machine import announce, select_device
