@@ -160,7 +160,7 @@ def _stats_callbacks(dls, epochs):
 def _save_stats(stats, run_dir, title):
     """Write a run's statistics (CSV and PNG) and return their summary: mean share of activations <= 0, last-layer
     activation std, and the ratio of the first to the last layer's weight-gradient norm, averaged over training."""
-    from .callbacks import plot_activation_stats, plot_norms_over_steps
+    from .stat_plots import plot_activation_stats, plot_norms_over_steps
     grad, act = stats
     grad.to_frame().to_csv(run_dir / 'gradient_stats.csv', index=False)
     act.to_frame().to_csv(run_dir / 'activation_stats.csv', index=False)
