@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .callbacks import ActivationStatsLite, GradientStats, plot_layer_profiles, plot_runs_over_steps
+from .callbacks import ActivationStatsLite, GradientStats
+from .stat_plots import plot_layer_profiles, plot_runs_over_steps
 from .recipe import describe_model
 from .stats import compare, mean_std, seed_interval
 from .tables import EPOCHS_FROM_0, plot_overlay, write_table

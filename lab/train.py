@@ -30,8 +30,8 @@ from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .ingredients import TRAINING_ONLY, WeightEMA
 from .io import read_json, write_json
-from .learner import build_model, fit_recipe, make_learner, seed_everything, setup_torch
-from .machine import environment_info, machine_info
+from .learner import build_model, fit_recipe, make_learner, setup_torch
+from .machine import environment_info, machine_info, seed_everything
 from .progress import RunProgress
 from .recipe import describe_model
 from .tables import plot_curves
@@ -160,7 +160,7 @@ def _stats_callbacks(dls, epochs):
 def _save_stats(stats, run_dir, title):
     """Write a run's statistics (CSV and PNG) and return their summary: mean share of activations <= 0, last-layer
     activation std, and the ratio of the first to the last layer's weight-gradient norm, averaged over training."""
-    from .callbacks import plot_activation_stats, plot_norms_over_steps
+    from .stat_plots import plot_activation_stats, plot_norms_over_steps
     grad, act = stats
     grad.to_frame().to_csv(run_dir / 'gradient_stats.csv', index=False)
     act.to_frame().to_csv(run_dir / 'activation_stats.csv', index=False)

@@ -42,7 +42,7 @@ def _say(out, folder):
 
 def body(args):
     from fastai_lab.predict import check_run_dir
-    from fastai_lab.evaluate import evaluate_saved_run
+    from fastai_lab.saved import evaluate_saved_run
     from fastai_lab.results import stage_dir
     run = check_run_dir(args.run_dir, 'model.pth')  # before any folder is made
     if args.out:

@@ -13,7 +13,8 @@ first epoch.
 import sys, time
 from pathlib import Path
 
-from fastai_lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, run_script, runtime_flags, script
+from fastai_lab.cli import run_script, script
+from fastai_lab.flags import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags
 from fastai_lab.io import write_json
 from fastai_lab.machine import announce, select_device
 from fastai_lab.progress import duration

@@ -23,8 +23,8 @@ from fastai_lab.ablation import (INGREDIENTS, TABLE_COLUMNS, final_notes, final_
                                  refit_row, stage_cost, tta_row, write_final_md)
 from fastai_lab.cli import script
 from fastai_lab.comparisons import experiments_table
-from fastai_lab.evaluate import tta_scores
 from fastai_lab.lookup import latest_stage_summary
+from fastai_lab.saved import tta_scores
 from fastai_lab.recipe import FINAL
 from fastai_lab.stage import run_stage, stage_choice
 from fastai_lab.tables import write_table

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fastai_lab.cli import parse_seeds
+from fastai_lab.flags import parse_seeds
 from fastai_lab.data.loaders import resolve_data
 from fastai_lab.recipe import FINAL, SPEC, UNET, Recipe, scale_to_profile
 from fastai_lab.stats import accuracy_text, compare, mean_std, seed_interval, wilson
@@ -14,7 +14,7 @@ from fastai_lab.results import Stage, stage_dir
 from fastai_lab.lookup import key_difference, latest_stage_summary
 from fastai_lab.stage import stage_choice
 from fastai_lab.io import write_json
-from fastai_lab.cli import Options
+from fastai_lab.flags import Options
 from fastai_lab.comparisons import classifier_row, experiments_table, overfitting_text
 from fastai_lab.train import RunOptions, train_run
 from fastai_lab.learner import make_learner

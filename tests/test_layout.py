@@ -87,7 +87,7 @@ def test_models_and_datasets_do_not_import_the_training_machinery():
 def test_the_graph_sees_relative_and_function_level_imports():
     edges = graph()
     assert 'fastai_lab.io' in edges['fastai_lab.results'] and 'fastai_lab.learner' in edges['fastai_lab.train']
-    assert 'fastai_lab.data.locate' in edges['fastai_lab.arch.probes']  # imported inside probe_images
+    assert 'fastai_lab.data.device' in edges['fastai_lab.data.loaders']  # imported inside build_data
 
 
 def test_every_script_is_one_cli_main_that_runs_as_a_file():

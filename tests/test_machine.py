@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from fastai_lab.arch.resnet import ResNet
 from fastai_lab import machine, progress, stage as jobs
-from fastai_lab.data import cache as device_data
+from fastai_lab.data import device as device_data
 from fastai_lab.learner import make_learner
 from fastai_lab.recipe import SPEC, pick_profile
 from fastai_lab.progress import duration, estimate_line

@@ -14,8 +14,9 @@ Figures are relative links in REPORT.md (each copy gets the links that resolve f
 URIs in REPORT.html, which therefore opens offline, anywhere. Markdown is rendered to HTML with markdown-it-py.
 
 The parts: `find` (the sections, the runs they report on and their provenance warnings), `describe` (a run's model,
-training and data in words, from its recipe), `sections` (each section's blocks and `build_report`), `render` (the
-blocks as Markdown, the Markdown as a self-contained HTML page); `write_report` here ties them together.
+training and data in words, from its recipe), `blocks` (the pieces of a section), `sections` (each section and
+`build_report`), `render` (the blocks as Markdown, the Markdown as a self-contained HTML page); `write_report` here
+ties them together.
 """
 from pathlib import Path
 
