@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor
 from fastai.vision.augment import RandTransform, Resize, ResizeMethod
 
-from fastai_lab.data.locate import data_home
+from .home import data_home
 from ..io import atomic_write
 from ..machine import rng_preserved
 

@@ -17,7 +17,7 @@ from .recipe import describe_model
 from .stats import compare, mean_std, seed_interval
 from .tables import EPOCHS_FROM_0, plot_overlay, write_table
 from .stage import run_stage
-from .learner import build_model
+from .models import build_model
 from .metrics import is_undefined
 from .lookup import latest_stage_summary
 from .train import RunOptions, load_history

@@ -168,7 +168,7 @@ FAMILIES = {'resnet': 'ResNet classifier', 'unet': 'U-Net', 'backbone_unet': 'ba
 def _model_keys(arch):
     "The model-config keys the model of `arch` accepts (its constructor's arguments the lab does not set itself)."
     import inspect
-    from .learner import MODELS  # here: the models (and fastai) only when a recipe is checked
+    from .models import MODELS  # here: the models (and fastai) only when a recipe is checked
     return [k for k in inspect.signature(MODELS[arch]).parameters if k not in ('n_classes', 'in_ch')]
 
 

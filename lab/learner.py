@@ -1,13 +1,10 @@
-"""A recipe's model and Learner: the model built from the recipe (initialised from the checkpoint it names), fastai's
-Learner with the recipe's loss, metrics, optimiser, precision, mixing and splitter, and the fit its schedule asks for.
+"""A recipe's Learner (its model: `lab.models`): fastai's Learner with the recipe's loss, metrics, optimiser, precision, mixing and splitter, and the fit its schedule asks for.
 
 On a CUDA GPU: mixed precision (bf16, or fp16 with loss scaling on GPUs without native bf16: `lab.machine`),
 channels_last, cuDNN's autotuner, and torch's fused optimisers through fastai's `OptimWrapper` (fastai's own
 optimisers step every parameter in Python, a dozen kernel launches each).
 """
-from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 import torch
 from fastai.callback.core import CancelEpochException
@@ -18,95 +15,21 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.optimizer import OptimWrapper
 
-from fastai_lab.arch.resnet import ResNet, resnet_splitter
-from fastai_lab.arch.unet import BackboneUNet, UNet, unet_splitter
-from .checkpoint import read_checkpoint
+from fastai_lab.arch.resnet import resnet_splitter
+from fastai_lab.arch.unet import unet_splitter
 from .distributed import ddp_context
 from .ingredients import FASTAI_OPTIMIZERS, MixUntil, WeightEMA
 from .losses import seg_loss
 from .machine import cpu_threads, default_device, resolve_precision
 from .metrics import DeviceAccuracy, seg_metrics
-from .recipe import Recipe
 
-__all__ = ['setup_torch', 'n_classes_of', 'MODELS', 'load_encoder_from_classifier', 'load_init', 'build_model',
-           'load_checkpoint', 'load_run_model', 'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner',
+__all__ = ['setup_torch', 'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner',
            'lr_of', 'fit_recipe']
 
 
 def setup_torch():
     "Torch threads of a run off CUDA, the same whatever --jobs is (see `lab.machine.cpu_threads`)."
     if default_device().type != 'cuda': torch.set_num_threads(cpu_threads())
-
-
-def n_classes_of(recipe):
-    "Classes of a classifier recipe: the length of its wnid list, or its count."
-    text = str(recipe.classes)
-    return len([w for w in text.split(',') if w.strip()]) if ',' in text else int(text.split('@')[0])
-
-
-MODELS = {'resnet': ResNet, 'unet': UNet, 'backbone_unet': BackboneUNet}  # a recipe's arch -> its model class
-
-
-def load_encoder_from_classifier(model, checkpoint_path):
-    """Load a `ResNet` classifier's checkpoint into `model`: a `ResNet`, or a `BackboneUNet`'s encoder (its head
-    weights are then ignored). Raises `FileNotFoundError` or `ValueError`, naming the file, when it is missing
-    or does not fit. Returns `model`."""
-    path = Path(checkpoint_path)
-    if not path.is_file(): raise FileNotFoundError(f"classifier checkpoint not found: {path}")
-    state = read_checkpoint(path)['model']
-    target = model.encoder if isinstance(model, BackboneUNet) else model
-    if target is not model: state = {k: v for k, v in state.items() if not k.startswith('head.')}
-    expected = target.state_dict()
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    shapes = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        few = lambda ks: ', '.join(ks[:5]) + (f' (+{len(ks) - 5} more)' if len(ks) > 5 else '')
-        problems = [f"{what}: {few(ks)}" for what, ks in
-                    (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if ks]
-        raise ValueError(f"{path} does not fit {type(target).__name__ if target is model else 'the encoder'}: "
-                         + '; '.join(problems))
-    target.load_state_dict(state)
-    return model
-
-
-def load_init(model, path):
-    "Load `path` into `model`: a whole model's weights, or (for a backbone U-Net) a classifier's stem and stages."
-    state = read_checkpoint(path)
-    if isinstance(model, BackboneUNet) and not any(k.startswith('encoder.') for k in state['model']):
-        return load_encoder_from_classifier(model, path)
-    try: model.load_state_dict(state['model'])
-    except RuntimeError as e: raise ValueError(f"{path} does not fit the model: {str(e).splitlines()[0]}") from None
-    return model
-
-
-def build_model(recipe):
-    "The recipe's model, initialised from `recipe.init` when it names a checkpoint."
-    m = dict(recipe.model)
-    if recipe.arch == 'resnet': m['n_classes'] = n_classes_of(recipe)
-    if recipe.arch == 'backbone_unet': m['encoder'] = ResNet(**m['encoder'])
-    model = MODELS[recipe.arch](**m)
-    if recipe.init: load_init(model, recipe.init)
-    return model
-
-
-def load_checkpoint(path):
-    "(model, recipe) from a lab checkpoint: the model is rebuilt from the recipe stored with it, then loaded."
-    state = read_checkpoint(path)
-    if not state.get('recipe'):
-        raise ValueError(f"{path}: no recipe inside (a bare state dict); load it into a model you build yourself")
-    recipe = Recipe.from_dict(state['recipe'], source=str(path))
-    model = build_model(replace(recipe, init=None))
-    model.load_state_dict(state['model'])
-    return model, recipe
-
-
-def load_run_model(run_dir):
-    "(model, recipe) of a finished run folder (its model.pth), in eval mode."
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run folder")
-    model, recipe = load_checkpoint(run_dir / 'model.pth')
-    return model.eval(), recipe
 
 
 class LabLearner(Learner):

@@ -12,7 +12,8 @@ import pandas as pd
 from .data.loaders import build_data
 from .evaluate import _accuracy, evaluate_run, predictions, seg_scores
 from .io import read_json, write_json
-from .learner import load_run_model, make_learner, setup_torch
+from .learner import make_learner, setup_torch
+from .models import load_run_model
 from .machine import environment_info, seed_everything
 from .predict import check_run_dir
 from .tables import markdown_table

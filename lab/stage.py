@@ -26,7 +26,8 @@ from . import progress
 from .data.loaders import build_data, resolve_data
 from .distributed import barrier, is_distributed
 from .io import read_json, same_json, write_json
-from .learner import build_model, make_learner, setup_torch
+from .learner import make_learner, setup_torch
+from .models import build_model
 from .lookup import chosen_recipe, key_difference, latest_stage_summary, read_stage
 from .machine import cpu_threads, default_device, n_gpus, seed_everything, selected_device, worker_device
 from .recipe import describe_model

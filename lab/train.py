@@ -30,7 +30,8 @@ from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .ingredients import TRAINING_ONLY, WeightEMA
 from .io import read_json, write_json
-from .learner import build_model, fit_recipe, make_learner, setup_torch
+from .learner import fit_recipe, make_learner, setup_torch
+from .models import build_model
 from .machine import environment_info, machine_info, seed_everything
 from .progress import RunProgress
 from .recipe import describe_model

@@ -65,8 +65,8 @@ from fastai_lab.tables import markdown_table, write_table
 from fastai_lab.machine import environment_info, seed_everything
 from fastai_lab.results import stage_dir
 from fastai_lab.io import write_json
-from fastai_lab.learner import (TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, precision_callbacks,
-                         setup_torch)
+from fastai_lab.learner import TORCH_OPTIMIZERS, fit_recipe, make_learner, precision_callbacks, setup_torch
+from fastai_lab.models import build_model
 from fastai_lab.checkpoint import Checkpoints
 from fastai_lab.train import EpochLog, MetricsCSV
 

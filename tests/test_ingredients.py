@@ -22,7 +22,8 @@ from fastai_lab.ablation import INGREDIENTS, greedy_ablation, spec_recipe
 from fastai_lab.data.loaders import build_data, resolve_data
 from fastai_lab.ingredients import (MixUntil, WeightEMA, apply_view, ema_decay, mixing_epochs, multi_view_logits, tta_views,
                              view_words)
-from fastai_lab.learner import build_model, fit_recipe, make_learner
+from fastai_lab.learner import fit_recipe, make_learner
+from fastai_lab.models import build_model
 from fastai_lab.machine import seed_everything
 from fastai_lab.recipe import FINAL, Recipe, scale_to_profile
 from fastai_lab.stats import gain_verdict, pooled_seed_sd

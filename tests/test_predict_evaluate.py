@@ -51,7 +51,8 @@ def test_predict_top3_of_a_final_run_without_its_data(results, tmp_path, capsys)
     assert all(sorted(r) == sorted(names) for r in csv[['top1', 'top2', 'top3']].to_numpy().tolist())
     # the same probabilities as the run's checkpoint through the training data pipeline (squish resize, normalise)
     from fastai_lab.data.loaders import build_data
-    from fastai_lab.learner import load_run_model, make_learner
+    from fastai_lab.learner import make_learner
+    from fastai_lab.models import load_run_model
     model, recipe = load_run_model(run)
     data = build_data(recipe, say=False)
     probs, _ = make_learner(recipe, model, data.dls).get_preds(dl=data.test_dl())

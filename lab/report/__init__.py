@@ -6,7 +6,7 @@ the table of all Task 2 experiments (experiments.md/csv) into ``<out>/report/<ti
 then copies REPORT.md and REPORT.html to ``<out>/``. The sections follow the assignment: Task 1 (variance, gradients),
 Task 2 (baseline, 3.1, 3.2, 3.3, final with its recipe ablation, all experiments), Task 3 (128 px classifier, U-Net,
 backbone U-Net). Each section gives where its numbers come from (results folder, data folder and source, profile,
-seeds), the design as read from the runs' own recipes (models rebuilt with `lab.learner.build_model` to count their
+seeds), the design as read from the runs' own recipes (models rebuilt with `fastai_lab.models.build_model` to count their
 parameters), its table, its figures and the conclusion its stage computed. Sections on other data, profiles or seeds
 than the others are flagged; a section whose stage has not finished says 'not run yet'.
 

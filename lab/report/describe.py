@@ -36,7 +36,7 @@ def _recipe(d):
 def _build(recipe):
     "(model, parameter count) of `recipe`, built without loading any checkpoint."
     from fastai_lab.arch.layers import count_params  # here, not above: arch and lab.learner import fastai (seconds)
-    from ..learner import build_model
+    from ..models import build_model
     model = build_model(replace(recipe, init=None))
     return model, count_params(model)
 
@@ -52,7 +52,7 @@ def _fmt_params(n): return f"**{n:,} parameters** ({n / 1e6:.2f}M)"
 
 def describe_resnet(recipe):
     "The classifier's architecture in words from its recipe, with its parameter count (the model is rebuilt)."
-    from ..learner import n_classes_of  # here, not above: it imports fastai (seconds)
+    from ..models import n_classes_of  # here, not above: it imports fastai (seconds)
     m = recipe.model
     channels, blocks, stem, act = list(m['channels']), list(m['blocks']), m.get('stem', '3x3'), m.get('act', 'relu')
     stem_text, reduction = STEM_WORDS.get(stem, (stem, 1))
