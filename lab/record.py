@@ -60,6 +60,10 @@ class Fields:
 
     def has(self, name): return name in self._given
 
+    def replace(self, **values):
+        "A copy with `values` set (the record itself is left as it is)."
+        return type(self).from_dict(self.to_dict()).update(**values)
+
     def to_dict(self):
         "The fields that were set, in the order they were set, then the unknown keys read with it."
         return {**{k: getattr(self, k) for k in self._given}, **(self.extra or {})}

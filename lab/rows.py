@@ -13,7 +13,7 @@ from .recipe import describe_model
 from .stats import compare, mean_std, seed_interval
 
 __all__ = ['Row', 'SegRow', 'ExperimentRow', 'classifier_row', 'seg_row', 'seg_table_rows', 'overfitting_text',
-           'STAT_COLUMNS', 'HELD_OUT', 'ABLATION_COLUMNS', 'compare_valid']
+           'STAT_COLUMNS', 'HELD_OUT', 'ABLATION_COLUMNS', 'compare_valid', 'compare_seg']
 
 
 class _Row(Fields):
@@ -89,6 +89,11 @@ def classifier_row(name, recipe, runs):
 def compare_valid(rows):
     "`lab.stats.compare` of classifier rows by mean valid accuracy (the lab's choice everywhere)."
     return compare([Row.of(r).to_dict() for r in rows], 'valid_acc')
+
+
+def compare_seg(rows):
+    "`lab.stats.compare` of U-Net rows by mean valid IoU."
+    return compare([SegRow.of(r).to_dict() for r in rows], 'iou')
 
 
 @dataclass(eq=False)

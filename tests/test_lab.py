@@ -142,7 +142,7 @@ def test_train_run_writes_the_run_folder_contract(tiny3, tmp_path):
     assert summary['checkpoint'] == 'model.pth' and summary['n_valid'] == 6 and summary['final']['epoch'] == 2
     assert torch.load(run / 'model.pth', weights_only=True)['epoch'] == summary['best_epoch']
     assert 'parameters: ' in (run / 'model.txt').read_text()
-    assert train_run(recipe, run) == json.loads((run / 'summary.json').read_text())  # finished: not trained again
+    assert train_run(recipe, run).to_dict() == json.loads((run / 'summary.json').read_text())  # finished: not trained again
 
 
 def test_make_learner_follows_the_recipe(tiny3):

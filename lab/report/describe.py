@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..recipe import LOSSES, MIXES, OPTIMIZERS, SCHEDULES, Recipe
+from ..record import DATA_COUNTS
 
 
 ACT_NAMES = {'relu': 'ReLU', 'leakyrelu': 'LeakyReLU', 'elu': 'ELU', 'gelu': 'GELU'}
@@ -143,7 +144,7 @@ def describe_data(found, recipe):
     if recipe.augment == 'rrc': aug += f" (min_scale {recipe.min_scale:g})"
     resize = (f"Images squished to {recipe.size}x{recipe.size} px (fastai `Resize`, method squish: the whole image "
               f"resized, nothing cropped); augmentation `{recipe.augment}`" + (f": {aug}" if aug else '') + '.')
-    counts = '/'.join(str(info.get(k, '?')) for k in ('n_train', 'n_valid', 'n_test'))
+    counts = '/'.join(str(info.get(k, '?')) for k in DATA_COUNTS)
     if found.spec.data == 'tiny':
         names = info.get('classes') or []
         shown = ', '.join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else '')
