@@ -1,5 +1,5 @@
-"""Comparisons: variants of a recipe, their table rows (means and 95% intervals over seeds), the Task 2 ResNet stage,
-and the table of all Task 2 experiments.
+"""Comparisons: variants of a recipe, the Task 2 ResNet stage and the table of all Task 2 experiments; their rows
+(means and 95% intervals over seeds) are `lab.rows`'.
 
 A comparison stage writes ``<out>/<stage>/<timestamp>/`` (`lab.stage.run_stage`): one run folder per variant and seed,
 `table.md`/`table.csv`, overlay plots and `summary.json` with the best variant's recipe, which the next stage reads
@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .callbacks import ActivationStatsLite, GradientStats, plot_layer_profiles, plot_runs_over_steps
-from .recipe import describe_model
-from .stats import compare, mean_std, seed_interval
+from .stats import mean_std
 from .tables import EPOCHS_FROM_0, plot_overlay, write_table
 from .stage import run_stage
 from .learner import build_model
