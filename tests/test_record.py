@@ -1,5 +1,5 @@
 """The result record (lab/record.py) and the table layouts (lab/rows.py): round trips, old folders, column order."""
-import json
+import json, pickle
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,8 @@ def test_fields_set_later_are_written_after_the_others_in_that_order():
     rec.update(cost={'seconds': 1.0}, caveats=['c'])
     rec.seed = 3
     assert list(rec.to_dict()) == ['best_epoch', 'run', 'cost', 'caveats', 'seed']
+    shipped = pickle.loads(pickle.dumps(rec))  # --jobs workers send their records back to the stage
+    assert shipped == rec and list(shipped.to_dict()) == list(rec.to_dict()) and dict(rec) == rec.to_dict()
     assert Evaluation(valid_acc=0.5).update(test_acc=0.4).to_dict() == {'valid_acc': 0.5, 'test_acc': 0.4}
 
 
