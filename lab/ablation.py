@@ -89,7 +89,8 @@ def greedy_ablation(recipe, train, say=print):
     base_recipe = spec_recipe(recipe)
     runs = {'spec': train('spec', base_recipe)}
     base = classifier_row('spec', base_recipe, runs['spec']).update(
-        step='spec: Adam 1e-3, constant, flips', on=None, kept='start', why="the spec's recipe (T2.5), where every row starts")
+        step='spec: Adam 1e-3, constant, flips', on=None, kept='start',
+        why="the spec's recipe (T2.5), where every row starts")
     rows = [base]
     for name, words, source, fields in INGREDIENTS:
         changed, cand = candidate(base_recipe, recipe, fields)

@@ -107,10 +107,11 @@ def experiments_table(out, folder, current=None):
         keys[label] = summary.get('data_key')
         for r in map(Row.of, summary['rows']):
             if label == 'Final' and r.name != summary['best']: continue  # the recipe ablation has its own table
-            rows.append(ExperimentRow(stage=label, variant=label if label in ('Baseline', 'Final') else f"{label}-{r.name}",
-                                      configuration=r.config, params_M=r.params_M, valid_acc=r.valid_acc,
-                                      valid_acc_ci=r.valid_acc_ci, train_acc=r.train_acc, gap=r.final_gap,
-                                      best_epoch=r.best_epoch, test_acc=r.test_acc if r.has('test_acc') else float('nan'),
+            variant = label if label in ('Baseline', 'Final') else f"{label}-{r.name}"
+            rows.append(ExperimentRow(stage=label, variant=variant, configuration=r.config, params_M=r.params_M,
+                                      valid_acc=r.valid_acc, valid_acc_ci=r.valid_acc_ci, train_acc=r.train_acc,
+                                      gap=r.final_gap, best_epoch=r.best_epoch,
+                                      test_acc=r.test_acc if r.has('test_acc') else float('nan'),
                                       seeds=r.n_seeds, profile=summary['profile']))
     if not rows: raise FileNotFoundError(f"no finished stage runs under {out}: run the stage scripts first")
     best = max((r for r in rows if r.stage != 'Final'), key=lambda r: r.valid_acc, default=None)

@@ -166,7 +166,8 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
     `test`: the test split too; `figures`: the PNGs; `real_pair`: segmentation on the real Kaggle frame(s) as well."""
     folder, out = Path(folder), {}
     if recipe.task == 'classify':
-        if recipe.tta and not recipe.train_on_valid: out.update(valid_acc_tta=tta_accuracy(learn, learn.dls.valid, recipe))
+        if recipe.tta and not recipe.train_on_valid:
+            out.update(valid_acc_tta=tta_accuracy(learn, learn.dls.valid, recipe))
         if test:
             tdl = data.test_dl()
             p = predictions(learn, tdl, recipe)  # the plain pass and (with TTA) the headline's, together

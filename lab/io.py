@@ -31,7 +31,8 @@ def write_text(path, text):
 
 
 def json_safe(o):
-    "JSON-safe copy: records (their to_dict), Paths to str, NaN/inf to None, numpy/torch scalars to Python, tuples to lists, slices to text."
+    """JSON-safe copy: records (their to_dict), Paths to str, NaN/inf to None, numpy/torch scalars to Python, tuples
+    to lists, slices to text."""
     if isinstance(o, dict): return {str(k): json_safe(v) for k, v in o.items()}
     if is_dataclass(o) and hasattr(o, 'to_dict'): return json_safe(o.to_dict())  # a record or a table row
     if isinstance(o, (list, tuple)): return [json_safe(v) for v in o]

@@ -45,8 +45,8 @@ def run(recipe, opts):
                     notes=f"{conclusion}.\n\nData: {ctx.recipe.data}; seeds {ctx.seeds}; {ctx.recipe.epochs} epochs."
                           + ctx.caveat_notes())
         print(f"U-Net ({row.params_M}M parameters): {conclusion}")
-        return ctx.summary('Task 3.2: baseline U-Net', {'baseline U-Net': ctx.recipe}, 'baseline U-Net', [row.to_dict()],
-                           conclusion)
+        return ctx.summary('Task 3.2: baseline U-Net', {'baseline U-Net': ctx.recipe}, 'baseline U-Net',
+                           [row.to_dict()], conclusion)
     return run_stage(opts, 'task3_unet', recipe, experiment)
 
 
