@@ -145,7 +145,8 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
     (`data.real_pairs`)."""
     folder, out = Path(folder), {}
     if recipe.task == 'classify':
-        if recipe.tta and not recipe.train_on_valid: out['valid_acc_tta'] = tta_accuracy(learn, learn.dls.valid, recipe)
+        if recipe.tta and not recipe.train_on_valid:
+            out.update(valid_acc_tta=tta_accuracy(learn, learn.dls.valid, recipe))
         if test:
             tdl = data.test_dl()
             p = predictions(learn, tdl, recipe)  # the plain pass and (with TTA) the headline's, together
@@ -154,7 +155,7 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
             out.update(test_report(learn, tdl, data.names, folder, seed=recipe.seed, figures=figures, title=title,
                                    preds=(headline, p['targets'])), test_report_preds='tta' if recipe.tta else 'plain')
             if recipe.tta:  # test_acc stays the plain pass's (the ablation's rows compare it); the report is TTA's
-                out['test_acc_tta'] = out['test_acc']
+                out.update(test_acc_tta=out['test_acc'])
                 plain = _accuracy(p['plain'], p['targets'])
                 lo, hi = wilson(plain, len(p['targets']))
                 out.update(test_acc=plain, test_acc_lo=lo, test_acc_hi=hi)

@@ -31,6 +31,7 @@ from .models import build_model
 from .lookup import chosen_recipe, key_difference, latest_stage_summary, read_stage
 from .machine import cpu_threads, default_device, n_gpus, seed_everything, selected_device, worker_device
 from .recipe import describe_model
+from .record import RunRecord
 from .results import Stage, run_name, variant_of
 from .train import RunOptions, train_run
 
@@ -239,7 +240,7 @@ def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None):
     failed = [f"{name}: {error}" for name, _, error in results if error]
     if failed:
         raise RunsFailed(f"{len(failed)} run(s) of {stage.name} failed ({'; '.join(failed)})")
-    return {n: read_json(stage.run_dir(n) / 'summary.json') for n in runs}
+    return {n: RunRecord.read(stage.run_dir(n)) for n in runs}
 
 
 def _parallel(todo, jobs, stage_clock):

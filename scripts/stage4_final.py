@@ -22,10 +22,11 @@ from types import SimpleNamespace
 from fastai_lab.ablation import (INGREDIENTS, TABLE_COLUMNS, final_notes, final_row, greedy_ablation, plot_ablation,
                                  refit_row, stage_cost, tta_row, write_final_md)
 from fastai_lab.cli import script
-from fastai_lab.comparisons import experiments_table
+from fastai_lab.rows import experiments_table
 from fastai_lab.lookup import latest_stage_summary
 from fastai_lab.saved import tta_scores
 from fastai_lab.recipe import FINAL
+from fastai_lab.record import DATA_COUNTS
 from fastai_lab.stage import run_stage, stage_choice
 from fastai_lab.tables import write_table
 from fastai_lab.train import RunOptions
@@ -62,8 +63,8 @@ def why_this_configuration(ctx, reason):
 def say_cost(ctx):
     "What the stage trains (runs x epochs x images), before it trains."
     rows = len(INGREDIENTS) + 1 if ctx.opts.extra['ablation'] else 0
-    info, r = ctx.data_info, ctx.recipe
-    cost, _ = stage_cost(rows, len(ctx.seeds), r.epochs, info['n_train'], info['n_valid'], ctx.opts.extra['refit'])
+    r, (n_train, n_valid, _) = ctx.recipe, (ctx.data_info.get(k) for k in DATA_COUNTS)
+    cost, _ = stage_cost(rows, len(ctx.seeds), r.epochs, n_train, n_valid, ctx.opts.extra['refit'])
     print(cost + (f" ({r.profile} profile)" if r.profile == 'full' else
                   " (quick profile: it shows that the rows run; its numbers mean nothing)"), flush=True)
 
@@ -81,7 +82,7 @@ def recipe_ablation(ctx):
         with_tta = replace(base_recipe, tta=True, tta_views=ctx.recipe.tta_views)
         scores = [tta_scores(ctx.run_dir(base, s), replace(with_tta, seed=s)) for s in ctx.seeds]
         rows.append(tta_row(rows, runs, base, with_tta, scores))
-        if rows[-1]['kept'] == 'yes': final = with_tta
+        if rows[-1].kept == 'yes': final = with_tta
     return SimpleNamespace(rows=rows, base=base, final=final, recipes=recipes)
 
 
@@ -103,19 +104,19 @@ def tables(ctx, rows, final, ablation, reasons, reason):
     "ablation.md, the stage table, final.md and 4.4's table of all experiments; the stage summary."
     headline, notes = final_notes(rows, final, ablation is not None)
     r = ctx.recipe
-    write_table([{c: row.get(c) for c in TABLE_COLUMNS} for row in rows], ctx.folder, 'ablation', notes=notes,
+    write_table([{c: getattr(row, c) for c in TABLE_COLUMNS} for row in rows], ctx.folder, 'ablation', notes=notes,
                 title=f"Recipe ablation, greedy ({r.profile} profile, {len(ctx.seeds)} seed(s), {r.epochs} epochs)")
     plot_ablation(rows, ctx.folder / 'ablation_valid.png')
     write_table(rows, ctx.folder, title='Stage 4: final model', notes=notes)
-    final_at = next(row for row in rows if row['name'] == 'final')
+    final_at = next(row for row in rows if row.name == 'final')
     write_final_md(ctx.folder, final_at, final, headline, reasons, ctx.run_dir('final', ctx.seeds[0]))
     variants = dict(ablation.recipes if ablation else {}, final=final)
     if ctx.opts.extra['refit']: variants['refit'] = replace(final, train_on_valid=True)
     summary = ctx.summary('Stage 4: final model', variants, 'final', rows, headline, chosen_from=reason,
                           final_recipe=final.to_dict(), ablation_base=ablation and ablation.base)
     experiments_table(ctx.opts.out, ctx.folder, current=summary)
-    print(f"final {final_at['config']}: {final_at['params_M']}M parameters, {headline}"
-          + (f"; valid accuracy {final_at['valid_acc']:.1%} (its own, best epoch)" if final_at['valid_acc'] else ''))
+    print(f"final {final_at.config}: {final_at.params_M}M parameters, {headline}"
+          + (f"; valid accuracy {final_at.valid_acc:.1%} (its own, best epoch)" if final_at.valid_acc else ''))
     return summary
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..io import write_text
 from ..results import stage_dir
-from .find import SECTIONS, SectionSpec, Figure, Found, find_section, collect, provenance_warnings
+from .blocks import Figure
+from .find import SECTIONS, SectionSpec, Found, find_section, collect, provenance_warnings
 from .describe import (augment_descriptions, describe_resnet, describe_unet, describe_backbone, describe_training,
                        describe_data)
 from .sections import build_report

@@ -2,27 +2,20 @@
 Markdown embedded from a results folder, its provenance header, the 'not run yet' block, and the report-wide table of
 where the numbers come from. `sections` builds each section from them."""
 import math, os, re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..tables import markdown_rows
-from .describe import _epochs, describe_data, describe_training
-from .find import Figure
 
 
-def _data_info(f):
-    "The data section of the section's run's config.json (counts, batch used, caveats), or {}."
-    info = (f.config or {}).get('data')
-    return info if isinstance(info, dict) else {}
+@dataclass(frozen=True)
+class Figure:
+    "An image of a results folder and its caption; rendered as a relative link (Markdown) or a data URI (HTML)."
+    path: Path
+    caption: str
 
 
-def _training(f, recipe, **kw):
-    "describe_training of `recipe` with the precision and the batch the section's run actually used."
-    return describe_training(recipe, (f.config or {}).get('precision'), bs_used=_data_info(f).get('bs'), **kw)
-
-
-def _design(f, recipe, source, model_text):
-    "A section's design paragraphs: the model (`model_text`, read from `source`), its training and its data."
-    return [f"**Design** ({source}): {model_text}", _training(f, recipe), describe_data(f, recipe)]
+def _epochs(n): return f"{n} epoch{'' if n == 1 else 's'}"
 
 
 def _fig(folder, name, caption):
