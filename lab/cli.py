@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from .distributed import init_distributed
 from .machine import DEVICE_HELP, announce, select_device
 from .recipe import Recipe, describe_recipe, pick_profile, scale_to_profile
+from .tensorboard import require_tensorboard
 
 __all__ = ['script', 'Options', 'Parser', 'probe_flags', 'one_line_errors', 'parse_seeds', 'parse_jobs', 'recipe_flags',
            'runtime_flags', 'recipe_argv', 'resolve_recipe', 'Interrupted', 'run_script']
@@ -35,6 +36,8 @@ RUNTIME_HELP = dict(
     config="a run's config.json: train exactly that recipe again, into <out>/rerun/ (flags given as well override it)",
     from_="a finished stage folder to take the previous stage's choice from (default: the newest finished one on the "
           "same data); only the scripts that read an earlier stage take it",
+    tensorboard="write TensorBoard events (metrics.csv's values, activation and gradient statistics as histograms) "
+                "into each run folder: `tensorboard --logdir results/`; needs the tensorboard package",
     lr_find="run fastai's lr_find for the stage's first configuration, save the plot and suggestions, and stop",
     debug='show the full traceback on errors',
 )
@@ -54,6 +57,7 @@ class Options:
     config: str = None
     from_: str = None
     lr_find: bool = False
+    tensorboard: bool = False
     profile: str = 'full'
     model_overrides: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -153,6 +157,7 @@ def runtime_flags(parser):
     g.add_argument('--config', default=None, help=RUNTIME_HELP['config'])
     g.add_argument('--from', dest='from_', default=None, help=RUNTIME_HELP['from_'])
     g.add_argument('--lr-find', action='store_true', help=RUNTIME_HELP['lr_find'])
+    g.add_argument('--tensorboard', action='store_true', help=RUNTIME_HELP['tensorboard'])
     g.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
     return parser
 
@@ -242,7 +247,7 @@ def _check_used(parser, args, prog, reads):
 def _options(args, recipe, model_overrides, extra_names=()):
     seeds = parse_seeds(args.seeds) if args.seeds is not None else ([recipe.seed] if args.config else [0])
     return Options(out=args.out, seeds=seeds, jobs=parse_jobs(args.jobs), resume=args.resume, config=args.config,
-                   from_=args.from_, lr_find=args.lr_find, profile=recipe.profile, model_overrides=model_overrides,
+                   from_=args.from_, lr_find=args.lr_find, tensorboard=args.tensorboard, profile=recipe.profile, model_overrides=model_overrides,
                    extra={k: getattr(args, k) for k in extra_names})
 
 
@@ -320,6 +325,7 @@ def script(body, flags=None, recipe=None, reads=None):
             select_device(args.device)  # before the profile, which follows the device (full on a GPU)
             resolved, model_overrides = resolve_recipe(recipe, args)
             announce(resolved.precision)  # device and precision, and why (a bad ask fails here, before any folder)
+            if args.tensorboard: require_tensorboard()  # missing: one line now, not after the first run
             opts = _options(args, resolved, model_overrides, p.own_flags)
             if args.config:  # that run's recipe alone, not the stage's variants
                 from .stage import rerun  # the stage machinery, only for a training run
