@@ -179,7 +179,8 @@ class Parser(argparse.ArgumentParser):
 
 # Recipe fields only one task reads: given for the other, they would be ignored (the moon frames have no classes, a
 # U-Net's loss no label smoothing...), so they are refused instead.
-TASK_ONLY = {'classify': ('classes', 'label_smoothing', 'tta', 'mix', 'train_on_valid'), 'segment': ('test_pct',)}
+TASK_ONLY = {'classify': ('classes', 'label_smoothing', 'tta', 'mix', 'train_on_valid'),
+             'segment': ('test_pct', 'rocks')}
 FAMILIES = {'resnet': 'ResNet classifier', 'unet': 'U-Net', 'backbone_unet': 'backbone U-Net'}
 
 
