@@ -43,6 +43,7 @@ class Figure:
     "An image of a results folder and its caption; rendered as a relative link (Markdown) or a data URI (HTML)."
     path: Path
     caption: str
+    look: str = ''  # one line: what to look at in it (lab.report.captions)
 
 
 @dataclass

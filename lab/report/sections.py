@@ -10,6 +10,7 @@ from ..stats import wilson
 from ..tables import EPOCHS_FROM_0, markdown_rows
 from .describe import (_epochs, _recipe, describe_backbone, describe_data, describe_resnet, describe_training,
                        describe_unet)
+from .captions import look_at
 from .find import Figure, collect, provenance_warnings
 
 EXPERIMENTS_TITLE = 'All Task 2 experiments (T2.13)'
@@ -33,7 +34,7 @@ def _design(f, recipe, source, model_text):
 
 def _fig(folder, name, caption):
     path = Path(folder) / name if folder else None
-    return Figure(path, caption) if path and path.is_file() else None
+    return Figure(path, caption, look_at(name)) if path and path.is_file() else None
 
 
 def _figs(*figs): return [f for f in figs if f is not None]
