@@ -6,7 +6,7 @@ __all__ = ['LOOK', 'look_at']
 _CURVE = 'the gap between train and valid: a valid curve that turns while train keeps improving is overfitting'
 LOOK = {
     # Task 1
-    'gap_histogram.png': 'the x2 net\'s spread against the control\'s: doubling layer 3\'s weight variance widens it',
+    'gap_histogram.png': 'how much wider the x2 net\'s distribution is than the control\'s',
     'layer_std.png': 'the step at layer 3 in the x2 net, and whether the later layers carry it on',
     'grad_per_layer.png': 'how fast the gradient norm falls from the last layer back to the first',
     'signal_per_layer.png': 'whether the forward and backward signals stay level across depth or shrink',
@@ -21,18 +21,18 @@ LOOK = {
     'train_accuracy.png': 'which variant fits the training set fastest (compare with valid for overfitting)',
     'valid_loss.png': 'the variant with the lowest valid loss, and any that rise again (overfitting)',
     'train_loss.png': 'how fast each variant fits; a line that stalls early is under-fitting',
-    'statistics_per_layer.png': 'dead share and std per layer: ReLU kills the most units, the smooth activations fewer',
+    'statistics_per_layer.png': 'the dead share and std per layer, activation by activation: dead units no longer learn',
     'gradients_over_training.png': 'whether the early layers\' gradients stay within reach of the last layer\'s',
-    'ablation_valid.png': 'the kept (green) rows: each beat the row before by more than the noise bar',
+    'ablation_valid.png': 'the green rows, the ingredients kept: each beat the row before by more than the noise bar',
     # test reports
     'confusion_matrix.png': 'the off-diagonal cells: the pairs of classes the model confuses most',
     'test_samples.png': 'the wrong predictions and whether a person would make them too',
     'show_results.png': 'the wrong predictions (red titles in fastai\'s display)',
     # segmentation
     'prediction_0.png': 'the rock edges and the small rocks: what the predicted mask misses or adds',
-    'prediction_1.png': 'the same on another frame: are the misses the same kind?',
-    'test_prediction_0.png': 'a frame the model never saw: the same errors as on valid?',
-    'real_prediction_0.png': 'sim-to-real: how much of a real photo\'s rocks the model trained on renders still finds',
+    'prediction_1.png': 'whether the misses are of the same kind as on the first frame',
+    'test_prediction_0.png': 'whether a frame the model never saw shows the same errors as the valid frames',
+    'real_prediction_0.png': 'how many of a real photo\'s rocks a model trained on renders still finds (sim-to-real)',
 }
 
 
