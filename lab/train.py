@@ -109,13 +109,13 @@ def train_run(recipe, run_dir, options=RunOptions()):
     config = dict(recipe=recipe.to_dict(), run=run_dir.name, model=describe_model(recipe), data=data.info,
                   params=n_params, trainable_params=n_trainable, precision=machine['precision_words'], machine=machine,
                   environment=environment_info())
+    summary_text = model_summary(learn, recipe.size)  # on every rank: under DDP its get_preds gathers (all_gather)
     if is_rank0():
         if (run_dir / 'config.json').exists():
             if read_json(run_dir / 'config.json').get('recipe') != recipe.to_dict():
                 raise ValueError(f"{run_dir}: holds a run of another recipe; it is not overwritten")
         else: write_json(run_dir / 'config.json', config)
-        (run_dir / 'model.txt').write_text(f'{model_summary(learn, recipe.size)}\nparameters: {n_params:,} '
-                                           f'({n_trainable:,} trainable)\n')
+        (run_dir / 'model.txt').write_text(f'{summary_text}\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
     kept_states = stats + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]  # what last.pth keeps besides weights
     start, best, extra = resume(learn, run_dir, recipe, kept_states)
     learn.first_epoch = start
