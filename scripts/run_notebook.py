@@ -6,6 +6,7 @@
 A cell that raises fails the run (exit 2, naming the cell); the stored notebook is not changed (its outputs stay
 cleared); `--out` writes the executed copy, outputs included.
 """
+import os
 from pathlib import Path
 
 from fastai_lab.cli import script
@@ -26,13 +27,16 @@ def run(args):
     path = Path(args.notebook)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such notebook")
     nb = nbformat.read(path, as_version=4)
+    os.environ.pop('MPLBACKEND', None)  # CI's Agg would reach the kernel: it draws inline, as in Jupyter
     t0 = time.perf_counter()
     try: NotebookClient(nb, timeout=args.timeout, kernel_name='python3',
                         resources={'metadata': {'path': str(path.parent)}}).execute()
     except CellExecutionError as e:
         raise RuntimeError(f"{path}: a cell failed: {str(e).strip().splitlines()[-1]}") from None
     if args.out: nbformat.write(nb, args.out)
-    print(f"{path}: {sum(c.cell_type == 'code' for c in nb.cells)} code cells ran in {time.perf_counter() - t0:.0f} s")
+    figures = sum('image/png' in o.get('data', {}) for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
+    print(f"{path}: {sum(c.cell_type == 'code' for c in nb.cells)} code cells ran in {time.perf_counter() - t0:.0f} s, "
+          f"{figures} figures drawn")
 
 
 main = script(run, flags)
