@@ -116,7 +116,9 @@ def train_run(recipe, run_dir, options=RunOptions()):
                 raise ValueError(f"{run_dir}: holds a run of another recipe; it is not overwritten")
         else: write_json(run_dir / 'config.json', config)
         (run_dir / 'model.txt').write_text(f'{summary_text}\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
-    kept_states = stats + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]  # what last.pth keeps besides weights
+    # what last.pth keeps besides weights; not the statistics recorded only for --tensorboard, a runtime option that
+    # a resumed run may add or drop
+    kept_states = (stats if options.stats else []) + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]
     start, best, extra = resume(learn, run_dir, recipe, kept_states)
     learn.first_epoch = start
     monitor = None if recipe.train_on_valid else recipe.monitor

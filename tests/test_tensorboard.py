@@ -62,3 +62,22 @@ def test_tensorboard_flag_writes_events_in_every_run_folder(tiny_cli, tmp_path):
     stage2_baseline.main(tiny_cli('--tensorboard', '--seeds', '2', epochs=1))
     runs = sorted(p.parent.name for p in (tmp_path / 'out' / 'stage2_baseline').glob('*/*/events.out.tfevents.*'))
     assert runs == ['baseline-seed0', 'baseline-seed1']  # one TensorBoard run per run folder: side by side
+
+
+def test_a_run_resumed_with_tensorboard_gives_the_same_numbers(tiny3, tmp_path, monkeypatch):
+    "--tensorboard is how, not what: added on --resume (with EMA state in last.pth) it changes no number."
+    pytest.importorskip('tensorboard')
+    from fastai_lab import train
+    r = replace(_recipe(tiny3), ema=0.9, epochs=3)
+    train_run(r, tmp_path / 'whole', RunOptions(export=False, figures=False))
+    after_epoch = train.Checkpoints.after_epoch
+    def interrupting(self):
+        after_epoch(self)
+        if self.epoch == 0: raise KeyboardInterrupt
+    monkeypatch.setattr(train.Checkpoints, 'after_epoch', interrupting)
+    with pytest.raises(KeyboardInterrupt): train_run(r, tmp_path / 'cut', RunOptions(export=False, figures=False))
+    monkeypatch.undo()
+    train_run(r, tmp_path / 'cut', RunOptions(export=False, figures=False, tensorboard=True))
+    metrics = lambda d: pd.read_csv(d / 'metrics.csv').drop(columns='seconds')
+    pd.testing.assert_frame_equal(metrics(tmp_path / 'whole'), metrics(tmp_path / 'cut'))
+    assert list((tmp_path / 'cut').glob('events.out.tfevents.*'))
