@@ -68,7 +68,7 @@ def test_a_bad_archive_is_refused_and_nothing_is_left(served, tmp_path, kind):
     why = {'checksum': r'size \d+ is not the recorded \d+ \(a corrupt or changed archive\); it was removed',
            'no_checksum': r'not a Tiny ImageNet archive \(File is not a zip file\); nothing was extracted',
            'layout': r'not a Tiny ImageNet archive \(.*val.*not found'}[kind]
-    with pytest.raises(RuntimeError, match=why + '.*download .* by hand and unzip it so that '):
+    with pytest.raises(dl.DownloadError, match=why + '.*download .* by hand and unzip it so that '):
         dl.download_tiny_imagenet(tmp_path / 'data', tmp_path / 'archive', bad)
     assert _left(tmp_path / 'data') == []  # no target, no temporary folder
     if kind == 'checksum': assert _left(tmp_path / 'archive') == []  # the corrupt archive is not kept
@@ -120,6 +120,6 @@ def test_moon_failures_are_one_line_and_leave_nothing(monkeypatch, tmp_path, cas
     why = {'no_credentials': r'could not download .* \(RuntimeError: 401 Client Error: Unauthorized\)',
            'wrong_layout': r'not the moon layout', 'no_kagglehub': r'needs kagglehub \(pip install kagglehub\)'}[case]
     target = tmp_path / 'data' / 'moon'
-    with pytest.raises(RuntimeError, match=why + f'.*{target}/images/render/ and {target}/images/ground/'):
+    with pytest.raises(dl.DownloadError, match=why + f'.*{target}/images/render/ and {target}/images/ground/'):
         dl.download_moon(tmp_path / 'data')
     assert _left(tmp_path / 'data') == []
