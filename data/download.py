@@ -83,7 +83,8 @@ def download_tiny_imagenet(dest=None, archive=None, spec=None):
             with zipfile.ZipFile(zipped) as z: z.extractall(tmp)
             _into_place(Path(tmp), spec['folder'], target, lambda p: find_tiny_imagenet(p, quiet=True))
         except (zipfile.BadZipFile, OSError, ValueError) as e:
-            raise DownloadError(f"{zipped}: not a Tiny ImageNet archive ({e}); nothing was extracted: {by_hand}") from None
+            raise DownloadError(f"{zipped}: not a Tiny ImageNet archive ({e}); nothing was extracted: "
+                                f"{by_hand}") from None
     if spec.get('sha256') is None: print(f"{zipped}: sha256 {sha256} (no recorded sha256 to compare it with)")
     return target
 
@@ -97,7 +98,8 @@ def download_moon(dest=None):
     if target.exists(): find_moon(target, quiet=True); return target
     by_hand = MOON_BY_HAND.format(target=target)
     try: import kagglehub
-    except ImportError: raise DownloadError(f"the moon data needs kagglehub (pip install kagglehub), or {by_hand}") from None
+    except ImportError:
+        raise DownloadError(f"the moon data needs kagglehub (pip install kagglehub), or {by_hand}") from None
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest, prefix='.download-') as tmp:
         try: got = Path(kagglehub.dataset_download(MOON_HANDLE, output_dir=str(Path(tmp) / 'moon')))
