@@ -6,4 +6,4 @@ from .tiny_imagenet import (TinyImageNetDataset, TinySplits, class_names, load_t
                             test_dl, tiny_imagenet_dls)
 from .moon import binarize_mask, load_mask, mask_scheme, moon_dls, moon_pairs
 from .synthetic import make_moon_like, make_tiny_imagenet_like
-from .locate import download_tiny_imagenet, find_moon, find_tiny_imagenet
+from .locate import find_moon, find_tiny_imagenet

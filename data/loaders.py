@@ -132,7 +132,7 @@ def build_data(recipe, device=None, say=True, in_memory=None):
         in_memory = fits(len(splits.train) + len(splits.valid), recipe.size)
         _check_first(splits.train + splits.valid)
         dls = moon_dls(splits, size=recipe.size, bs=recipe.bs, augment=recipe.augment, device=device,
-                       num_workers=0 if in_memory else loader_workers())
+                       num_workers=0 if in_memory else loader_workers(), large_only=recipe.rocks == 'large')
         test, names = splits.test, CODES
         info = dict(n_train=len(splits.train), n_valid=len(splits.valid), n_test=len(splits.test), split=splits.notes,
                     held_out=not splits.shared)

@@ -1,11 +1,10 @@
 """Where the data is (D3): an explicit path, else known locations, else a generated synthetic dataset (loudly).
 
-Datasets never live in the code: they are downloaded and generated into fastai's data folder (`data_home()`:
+Datasets never live in the code: they are downloaded (`data.download`) and generated into fastai's data folder (`data_home()`:
 `~/.fastai/data`, or where fastai's config.ini says, as `untar_data` does). Both finders return ``(path, source)``
 with source 'real' or 'synthetic'; a folder made by `data.synthetic` holds a `SYNTHETIC` marker and is reported as
 synthetic wherever it is.
 """
-import shutil, tempfile, urllib.request, zipfile
 from pathlib import Path
 
 from .home import data_home
@@ -13,11 +12,9 @@ from .moon import moon_pairs
 from .synthetic import make_moon_like, make_tiny_imagenet_like
 from .tiny_imagenet import read_wnids
 
-__all__ = ['REPO', 'TINY_IMAGENET_URL', 'data_home', 'data_source', 'find_tiny_imagenet', 'find_moon', 'moon_places',
-           'download_tiny_imagenet']
+__all__ = ['REPO', 'data_home', 'data_source', 'find_tiny_imagenet', 'find_moon', 'moon_places']
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout; ../shared beside it on this team's machines
-TINY_IMAGENET_URL = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
 MIN_MOON_PAIRS = 20
 MOON_URL = 'https://www.kaggle.com/datasets/romainpessia/artificial-lunar-rocky-landscape-dataset'
 
@@ -64,7 +61,7 @@ def find_tiny_imagenet(path=None, generate=True, quiet=False):
     places = [data_home()/'tiny-imagenet-200', _shared('tiny-imagenet-10')]
     return _find('Tiny ImageNet', path, places, _check_tiny,
                  (data_home()/'tiny-imagenet-synthetic', make_tiny_imagenet_like), generate,
-                 f"Run data.locate.download_tiny_imagenet() or put it at {places[0]}", quiet)
+                 f"Run `python scripts/download.py tiny-imagenet` or put it at {places[0]}", quiet)
 
 
 def moon_places():
@@ -76,7 +73,8 @@ def find_moon(path=None, generate=True, quiet=False):
     """`(folder, 'real' | 'synthetic')` of the moon data: `path`, known locations, or a generated stand-in.
     A known location with fewer than `MIN_MOON_PAIRS` frames is skipped (said): it cannot train and validate a U-Net."""
     places = moon_places()
-    how_to_get = f"Get it from {MOON_URL} (images/render, images/ground) into {places[0]}"
+    how_to_get = (f"Run `python scripts/download.py moon`, or get it from {MOON_URL} (images/render, images/ground) "
+                  f"into {places[0]}")
     if path is None:
         small = {p: len(moon_pairs(p)) for p in places if p.exists() and len(moon_pairs(p)) < MIN_MOON_PAIRS}
         for p, n in small.items() if not quiet else ():
@@ -85,24 +83,3 @@ def find_moon(path=None, generate=True, quiet=False):
         places = [p for p in places if p not in small]
     return _find('the Kaggle moon data', path, places, moon_pairs,
                  (data_home()/'moon-synthetic', make_moon_like), generate, how_to_get, quiet)
-
-
-def download_tiny_imagenet(dest=None):
-    """Download and unzip Tiny ImageNet-200 into `dest`/tiny-imagenet-200 (default: fastai's data folder, where the
-    lab looks first; reused when there); RuntimeError offline."""
-    dest = Path(dest) if dest is not None else data_home()
-    target = dest/'tiny-imagenet-200'
-    if target.exists(): _check_tiny(target); return target
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest, prefix='.download-') as tmp:  # half a download is never left behind
-        archive = Path(tmp)/'tiny-imagenet-200.zip'
-        try:
-            with urllib.request.urlopen(TINY_IMAGENET_URL, timeout=60) as r, open(archive, 'wb') as f:
-                shutil.copyfileobj(r, f)
-            with zipfile.ZipFile(archive) as z: z.extractall(tmp)
-        except (OSError, zipfile.BadZipFile) as e:  # URLError, timeouts and disk errors are OSErrors
-            raise RuntimeError(f"could not download {TINY_IMAGENET_URL}: {getattr(e, 'reason', e)}; put the dataset "
-                               f"at {target} or pass --data") from e
-        Path(tmp, 'tiny-imagenet-200').rename(target)
-    _check_tiny(target)
-    return target

@@ -19,6 +19,7 @@ from .distributed import init_distributed
 from .flags import RUNTIME_HELP, Parser, _check_used, _options, recipe_flags, resolve_recipe, runtime_flags
 from .machine import announce, select_device
 from .recipe import describe_recipe
+from .tensorboard import require_tensorboard
 
 __all__ = ['script', 'one_line_errors', 'Interrupted', 'run_script']
 
@@ -101,6 +102,7 @@ def script(body, flags=None, recipe=None, reads=None):
             select_device(args.device)  # before the profile, which follows the device (full on a GPU)
             resolved, model_overrides = resolve_recipe(recipe, args)
             announce(resolved.precision)  # device and precision, and why (a bad ask fails here, before any folder)
+            if args.tensorboard: require_tensorboard()  # missing: one line now, not after the first run
             opts = _options(args, resolved, model_overrides, p.own_flags)
             if args.config:  # that run's recipe alone, not the stage's variants
                 from .stage import rerun  # the stage machinery, only for a training run

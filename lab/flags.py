@@ -26,6 +26,8 @@ RUNTIME_HELP = dict(
     config="a run's config.json: train exactly that recipe again, into <out>/rerun/ (flags given as well override it)",
     from_="a finished stage folder to take the previous stage's choice from (default: the newest finished one on the "
           "same data); only the scripts that read an earlier stage take it",
+    tensorboard="write TensorBoard events (metrics.csv's values, activation and gradient statistics as histograms) "
+                "into each run folder: `tensorboard --logdir results/`; needs the tensorboard package",
     lr_find="run fastai's lr_find for the stage's first configuration, save the plot and suggestions, and stop",
     debug='show the full traceback on errors',
 )
@@ -41,6 +43,7 @@ class Options:
     config: str = None
     from_: str = None
     lr_find: bool = False
+    tensorboard: bool = False
     profile: str = 'full'
     model_overrides: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -140,6 +143,7 @@ def runtime_flags(parser):
     g.add_argument('--config', default=None, help=RUNTIME_HELP['config'])
     g.add_argument('--from', dest='from_', default=None, help=RUNTIME_HELP['from_'])
     g.add_argument('--lr-find', action='store_true', help=RUNTIME_HELP['lr_find'])
+    g.add_argument('--tensorboard', action='store_true', help=RUNTIME_HELP['tensorboard'])
     g.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
     return parser
 
@@ -161,7 +165,8 @@ class Parser(argparse.ArgumentParser):
 
 # Recipe fields only one task reads: given for the other, they would be ignored (the moon frames have no classes, a
 # U-Net's loss no label smoothing...), so they are refused instead.
-TASK_ONLY = {'classify': ('classes', 'label_smoothing', 'tta', 'mix', 'train_on_valid'), 'segment': ('test_pct',)}
+TASK_ONLY = {'classify': ('classes', 'label_smoothing', 'tta', 'mix', 'train_on_valid'),
+             'segment': ('test_pct', 'rocks')}
 FAMILIES = {'resnet': 'ResNet classifier', 'unet': 'U-Net', 'backbone_unet': 'backbone U-Net'}
 
 
@@ -229,5 +234,6 @@ def _check_used(parser, args, prog, reads):
 def _options(args, recipe, model_overrides, extra_names=()):
     seeds = parse_seeds(args.seeds) if args.seeds is not None else ([recipe.seed] if args.config else [0])
     return Options(out=args.out, seeds=seeds, jobs=parse_jobs(args.jobs), resume=args.resume, config=args.config,
-                   from_=args.from_, lr_find=args.lr_find, profile=recipe.profile, model_overrides=model_overrides,
+                   from_=args.from_, lr_find=args.lr_find, tensorboard=args.tensorboard, profile=recipe.profile,
+                   model_overrides=model_overrides,
                    extra={k: getattr(args, k) for k in extra_names})

@@ -24,7 +24,7 @@ from .machine import cpu_threads, default_device, resolve_precision
 from .metrics import DeviceAccuracy, seg_metrics
 
 __all__ = ['setup_torch', 'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner',
-           'lr_of', 'fit_recipe']
+           'lr_of', 'fit_recipe', 'model_summary']
 
 
 def setup_torch():
@@ -91,3 +91,20 @@ def fit_recipe(learn, recipe, cbs=()):
     "`fit`, `fit_one_cycle` or `fit_flat_cos` as the recipe says, inside fastai's `distrib_ctx` under torchrun (DDP)."
     fit = {'one_cycle': learn.fit_one_cycle, 'flat_cos': learn.fit_flat_cos}.get(recipe.schedule, learn.fit)
     with ddp_context(learn): fit(recipe.epochs, lr_of(recipe), cbs=cbs)
+
+
+def model_summary(learn, size):
+    """fastai's `learn.summary()` table (output shape, parameters, trainable or frozen, per layer) of `learn`'s model
+    on one blank `size` x `size` image, then `print(model)`. A blank input on a bare Learner, not fastai's
+    `one_batch()`, so that neither the loaders nor the run's callbacks move: the run's numbers stay the same."""
+    from fastai.callback.hook import module_summary
+    from .machine import rng_preserved
+    model = learn.model
+    x = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
+    was_training = model.training
+    with rng_preserved():
+        table = module_summary(Learner(learn.dls, model, loss_func=learn.loss_func, cbs=[]), x)
+    model.train(was_training)
+    frozen = getattr(learn.opt, 'frozen_idx', 0) if learn.opt is not None else 0
+    groups = f"frozen up to parameter group #{frozen}" if frozen else "unfrozen"
+    return f"{table}Optimizer parameter groups: {groups}\n\n{model}\n"

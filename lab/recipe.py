@@ -17,7 +17,7 @@ from .machine import default_device, has_gpu
 
 __all__ = ['Recipe', 'PROFILES', 'scale_to_profile', 'pick_profile', 'SPEC', 'FINAL', 'CLASSIFIER_128', 'UNET',
            'BACKBONE_UNET', 'ARCHS', 'OPTIMIZERS', 'SCHEDULES', 'LOSSES', 'AUGMENTS', 'MIXES', 'PRECISIONS',
-           'describe_model', 'describe_recipe']
+           'ROCKS', 'describe_model', 'describe_recipe']
 
 ARCHS = ('resnet', 'unet', 'backbone_unet')
 # the choices of a field, each with the words the report describes it in
@@ -37,6 +37,7 @@ AUGMENTS = ('none', 'flip', 'light', 'padcrop', 'rrc', 'seg')
 MIXES = {'none': 'no sample mixing', 'mixup': 'MixUp (fastai callback: two images and their labels blended)',
          'cutmix': 'CutMix (fastai callback: a patch of another image pasted in, labels mixed by its area)'}
 PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
+ROCKS = ('all', 'large')
 
 
 def _help(text, **kw): return field(metadata={'help': text}, **kw)
@@ -59,6 +60,9 @@ class Recipe:
     valid_pct: float = _help('share of the training folder (per class) held out as valid', default=0.2)
     test_pct: float = _help('moon only: share of the frames held out as test (Tiny ImageNet: test = official val)',
                             default=0.1)
+    # D4's "large rocks only": the Kaggle masks' blue (large rocks) alone is rock; green (small rocks) is background
+    rocks: str = _help('moon masks: all (small and large rocks are rock) or large (the large, blue rocks only)',
+                       default='all')
     split_seed: int = _help('seed of the train/valid(/test) split, the same for every run so all see one split',
                             default=42)
     size: int = _help('image size in px (square; images are squished, not cropped)', default=64)
@@ -115,7 +119,7 @@ class Recipe:
         def need(ok, flag, value, expected):
             if not ok: raise ValueError(f"--{flag} {value!r}: expected {expected}")
         choices = dict(arch=ARCHS, opt=OPTIMIZERS, schedule=SCHEDULES, loss=LOSSES, augment=AUGMENTS, mix=MIXES,
-                       precision=PRECISIONS)
+                       precision=PRECISIONS, rocks=ROCKS)
         for name, allowed in choices.items():
             need(getattr(self, name) in allowed, name.replace('_', '-'), getattr(self, name), f"one of {', '.join(allowed)}")
         need(isinstance(self.epochs, int) and self.epochs >= 1, 'epochs', self.epochs, 'a whole number >= 1')
@@ -176,7 +180,8 @@ class Recipe:
     def data_key(self):
         "What two runs must share for their numbers to be compared: data, classes, split, image size and profile."
         keys = ('data', 'classes', 'valid_pct', 'split_seed', 'max_items', 'profile')
-        return {k: getattr(self, k) for k in keys + (('test_pct',) if self.task == 'segment' else ())}
+        seg = ('test_pct',) + (('rocks',) if self.rocks != 'all' else ()) if self.task == 'segment' else ()
+        return {k: getattr(self, k) for k in keys + seg}  # rocks only when set: keys of earlier runs stay the same
 
 
 # What a profile changes, and nothing else. quick: runs every script end to end on a 2-core CPU in minutes; its

@@ -80,6 +80,7 @@ class StageContext:
         together in one of `chains` run in that order in one process (a later one may start from an earlier one's
         checkpoint). Returns variant -> the summaries of its runs, one per seed, in the order of the seeds."""
         def of_seed(r, s): return r(s) if callable(r) else replace(r, seed=s)
+        if getattr(self.opts, 'tensorboard', False): options = replace(options, tensorboard=True)  # how, not what
         runs = {run_name(v, s): of_seed(r, s) for v, r in variants.items() for s in self.seeds}
         chained = {v for chain in chains for v in chain}
         groups = [list(chain) for chain in chains] + [[v] for v in variants if v not in chained]

@@ -5,13 +5,20 @@ from pathlib import Path
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
-__all__ = ['plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'markdown_rows', 'EPOCHS_FROM_0']
+__all__ = ['epoch_axis', 'plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'markdown_rows', 'EPOCHS_FROM_0']
 
 # The lab counts epochs from 0 everywhere, as fastai's logs and metrics.csv do: console, tables, plots, the report.
 EPOCHS_FROM_0 = 'epochs count from 0, as in metrics.csv and fastai\'s logs'
 EPOCH_AXIS = 'epoch (from 0)'
+
+
+def epoch_axis(ax):
+    "An x axis of whole epochs: ticks at 0, 1, 2..., never 0.5 (matplotlib's default for a few points)."
+    ax.set_xlabel(EPOCH_AXIS)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_curves(history, folder, metrics=('loss', 'accuracy')):
@@ -22,7 +29,7 @@ def plot_curves(history, folder, metrics=('loss', 'accuracy')):
         for split in ('train', 'valid'):
             col = f'{split}_{m}'
             if col in history: ax.plot(history['epoch'], history[col], marker='o', ms=3, label=split)
-        ax.set(xlabel=EPOCH_AXIS, ylabel=m, title=m); ax.grid(alpha=.3); ax.legend()
+        ax.set(ylabel=m, title=m); epoch_axis(ax); ax.grid(alpha=.3); ax.legend()
         fig.tight_layout(); fig.savefig(Path(folder) / f'{m}.png', dpi=120); plt.close(fig)
         paths.append(Path(folder) / f'{m}.png')
     return paths
@@ -32,7 +39,7 @@ def plot_overlay(histories, column, path, title=None):
     "Overlay `column` vs epoch for several runs (`histories`: name -> metrics frame) on one PNG."
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, h in histories.items(): ax.plot(h['epoch'], h[column], marker='o', ms=3, label=name)
-    ax.set(xlabel=EPOCH_AXIS, ylabel=column, title=title or column); ax.grid(alpha=.3); ax.legend(fontsize=8)
+    ax.set(ylabel=column, title=title or column); epoch_axis(ax); ax.grid(alpha=.3); ax.legend(fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
     return Path(path)
 

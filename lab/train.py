@@ -5,8 +5,9 @@ shuffling and augmentation draw from those seeds), its model and its Learner, so
 numbers (bit for bit on a CPU at the same thread count). Each epoch writes a row of metrics.csv, the best checkpoint
 (model.pth, with the recipe inside) and last.pth (model, optimiser, RNG states): a run stopped by anything, SIGKILL
 included, continues from its last finished epoch with the numbers it would have had. The folder holds:
-config.json (recipe, data, environment), model.txt, metrics.csv, model.pth, export.pkl (`learn.export()`, for
-scripts/predict.py), curves and, last of all, summary.json: a run folder without it is unfinished.
+config.json (recipe, data, environment), model.txt (fastai's `learn.summary()` and the model), metrics.csv,
+model.pth, export.pkl (`learn.export()`, for scripts/predict.py), curves, with --tensorboard TensorBoard's event
+files (`lab.tensorboard`) and, last of all, summary.json: a run folder without it is unfinished.
 
 Train-set metrics are fastai's `Recorder(train_metrics=True)`: accumulated over the epoch's training batches, with
 augmentation (and CutMix) on, while the weights move; the train loss is fastai's smoothed loss at the epoch's end.
@@ -30,13 +31,14 @@ from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .ingredients import TRAINING_ONLY, WeightEMA
 from .io import read_json, write_json
-from .learner import fit_recipe, make_learner, setup_torch
+from .learner import fit_recipe, make_learner, model_summary, setup_torch
 from .models import build_model
 from .machine import environment_info, machine_info, seed_everything
 from .progress import RunProgress
 from .record import RunRecord, data_counts
 from .recipe import describe_model
 from .tables import plot_curves
+from .tensorboard import TensorBoardLog
 
 __all__ = ['RunOptions', 'train_run', 'MetricsCSV', 'EpochLog', 'load_history']
 
@@ -49,6 +51,7 @@ class RunOptions:
     stats: bool = False      # record per-layer activation and gradient statistics (lab.callbacks)
     export: bool = True      # learn.export() -> export.pkl, for scripts/predict.py
     real_pair: bool = False  # segmentation: also score the real Kaggle frame(s) of a known place (sim-to-real)
+    tensorboard: bool = False  # TensorBoard events in the run folder (lab.tensorboard), statistics recorded for them
 
 
 class MetricsCSV(Callback):
@@ -99,7 +102,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     seed_everything(recipe.seed, recipe.deterministic)
     data = build_data(recipe, say=False).check(say=False)  # the stage checked and said which data it is
     model = build_model(recipe)
-    stats = _stats_callbacks(data.dls, recipe.epochs) if options.stats else []
+    stats = _stats_callbacks(data.dls, recipe.epochs) if options.stats or options.tensorboard else []
     learn = make_learner(recipe, model, data.dls, cbs=stats)
     learn.path, learn.model_dir = run_dir, '.'
     if is_rank0(): run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,18 +111,22 @@ def train_run(recipe, run_dir, options=RunOptions()):
     config = dict(recipe=recipe.to_dict(), run=run_dir.name, model=describe_model(recipe), data=data.info,
                   params=n_params, trainable_params=n_trainable, precision=machine['precision_words'], machine=machine,
                   environment=environment_info())
+    summary_text = model_summary(learn, recipe.size)  # on every rank: under DDP its get_preds gathers (all_gather)
     if is_rank0():
         if (run_dir / 'config.json').exists():
             if read_json(run_dir / 'config.json').get('recipe') != recipe.to_dict():
                 raise ValueError(f"{run_dir}: holds a run of another recipe; it is not overwritten")
         else: write_json(run_dir / 'config.json', config)
-        (run_dir / 'model.txt').write_text(f'{model}\n\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
-    kept_states = stats + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]  # what last.pth keeps besides weights
+        (run_dir / 'model.txt').write_text(f'{summary_text}\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
+    # what last.pth keeps besides weights; not the statistics recorded only for --tensorboard, a runtime option that
+    # a resumed run may add or drop
+    kept_states = (stats if options.stats else []) + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]
     start, best, extra = resume(learn, run_dir, recipe, kept_states)
     learn.first_epoch = start
     monitor = None if recipe.train_on_valid else recipe.monitor
     cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name),
            Checkpoints(run_dir, recipe, monitor, best, kept_states), *extra]
+    if options.tensorboard: cbs.append(TensorBoardLog(run_dir, stats))
     t0 = time.perf_counter()
     fit_recipe(learn, recipe, cbs)
     wall = time.perf_counter() - t0

@@ -19,6 +19,7 @@ from fastai_lab.io import write_json
 from fastai_lab.machine import announce, select_device
 from fastai_lab.progress import duration
 from fastai_lab.recipe import pick_profile
+from fastai_lab.tensorboard import require_tensorboard
 from fastai_lab.results import stage_dir
 
 HERE = Path(__file__).resolve().parent  # the scripts folder
@@ -60,6 +61,7 @@ def argv_for(name, data_kind, trains, args, profile):
     argv += [f'--{profile}', '--jobs', str(args.jobs)] + (['--device', args.device] if args.device else [])
     argv += ['--seeds', args.seeds] if args.seeds else []
     argv += ['--resume'] if args.resume else []
+    argv += ['--tensorboard'] if args.tensorboard else []
     argv += ['--tiny', args.data] if name == 'task3_unet_backbone' and getattr(args, 'data', None) else []
     # a recipe flag only the other task reads (e.g. --classes for the moon scripts) goes to the scripts that read it
     other = TASK_ONLY['segment' if data_kind == 'tiny' else 'classify']
@@ -75,6 +77,7 @@ def run(args):
     announce(getattr(args, 'precision', None) or 'auto')
     if args.seeds: parse_seeds(args.seeds)
     parse_jobs(args.jobs)
+    if args.tensorboard: require_tensorboard()
     names = [s for s, *_ in SCRIPTS]
     unknown = sorted(set(args.only.split(',')) - set(names)) if args.only else []
     if unknown: raise ValueError(f"--only {args.only!r}: unknown scripts {unknown}; expected some of {names}")

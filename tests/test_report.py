@@ -81,6 +81,11 @@ def test_report_order_links_design_and_html(results):
     sources = re.findall(r'<img[^>]* src="([^"]*)"', page)
     assert len(sources) == len(image_links(text)) and all(s.startswith('data:image/png;base64,') for s in sources)
     assert not re.search(r'(src|href)="(?!data:)[^"#]', page) and '<table>' in page and '<h3>Stage 4:' in page
+    # every table scrolls sideways in its own box; every figure has a caption line saying what to look at
+    assert page.count('<table>') == page.count('<div class="scroll">\n<table>') > 0
+    captions = re.findall(r'^\d+\. \*.*\*(?:: look at .*)?\.$', text, flags=re.M)
+    assert len(captions) == len(image_links(text))
+    assert all(': look at ' in c for c in captions), [c for c in captions if ': look at ' not in c]
 
 
 def test_report_warns_when_sections_ran_on_other_data(results, tmp_path):
@@ -132,3 +137,14 @@ def test_lr_find_writes_its_suggestions_and_trains_nothing(tiny_cli, tmp_path):
     assert not (folder / 'summary.json').exists() and latest_stage_summary(out, 'stage2_baseline') is None
     text, _ = report(out)
     assert 'Not run yet' in section(text, 'Stage 2: baseline ResNet') and '(lr_find)' in section(text, 'Stage 2: baseline ResNet')
+
+
+def test_epoch_axes_have_whole_epoch_ticks(tmp_path):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from fastai_lab.tables import epoch_axis
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0.2, 0.4]); epoch_axis(ax); fig.canvas.draw()  # two epochs: matplotlib alone ticks 0.2, 0.4...
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..tables import markdown_rows
+from .captions import look_at
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,7 @@ class Figure:
     "An image of a results folder and its caption; rendered as a relative link (Markdown) or a data URI (HTML)."
     path: Path
     caption: str
+    look: str = ''  # one line: what to look at in it (lab.report.captions)
 
 
 def _epochs(n): return f"{n} epoch{'' if n == 1 else 's'}"
@@ -20,7 +22,7 @@ def _epochs(n): return f"{n} epoch{'' if n == 1 else 's'}"
 
 def _fig(folder, name, caption):
     path = Path(folder) / name if folder else None
-    return Figure(path, caption) if path and path.is_file() else None
+    return Figure(path, caption, look_at(name)) if path and path.is_file() else None
 
 
 def _figs(*figs): return [f for f in figs if f is not None]

@@ -21,7 +21,9 @@ def render_markdown(blocks, base):
         if isinstance(b, list):
             if not b: continue
             parts.append(' '.join(f"![{_alt(f.caption)}]({_link(f.path, base)})" for f in b))
-            parts.append('*Figures, in order: ' + '; '.join(f.caption for f in b) + '.*')
+            # one caption line per figure, in the order drawn: what it shows, then what to look at
+            parts.append('\n'.join(f"{i}. *{f.caption}*" + (f": look at {f.look}." if f.look else '.')
+                                    for i, f in enumerate(b, 1)))
         elif b: parts.append(str(b).strip())
     return '\n\n'.join(parts) + '\n'
 
@@ -43,7 +45,8 @@ h3 { margin-top: 1.8em; color: #24292f; }
 h4, h5, h6 { margin-top: 1.2em; }
 code { background: #f3f4f6; padding: .1em .3em; border-radius: 4px; font-size: 88%; overflow-wrap: anywhere; }
 td code { white-space: nowrap; }
-table { border-collapse: collapse; margin: .8em 0; font-size: 13px; display: block; overflow-x: auto; max-width: 100%; }
+div.scroll { overflow-x: auto; max-width: 100%; margin: .8em 0; }
+table { border-collapse: collapse; font-size: 13px; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
 tr:nth-child(even) td { background: #fafbfc; }
@@ -66,6 +69,9 @@ def markdown_to_html(text, base, title='Lab report'):
     """A self-contained HTML page of the report's Markdown (markdown-it-py): every image link, resolved against `base`,
     becomes a base64 data URI."""
     md = MarkdownIt('commonmark', {'html': False}).enable('table')
+    # a table wider than the page scrolls sideways in its own box, the page does not
+    md.renderer.rules['table_open'] = lambda *a: '<div class="scroll">\n<table>\n'
+    md.renderer.rules['table_close'] = lambda *a: '</table>\n</div>\n'
     tokens = md.parse(text)
     def walk(ts):
         for t in ts:
