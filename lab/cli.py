@@ -16,7 +16,7 @@ import argparse, os, runpy, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
-from .distributed import init_distributed
+from .distributed import DIST_TIMEOUT_MIN, init_distributed
 from .machine import DEVICE_HELP, announce, select_device
 from .recipe import Recipe, describe_recipe, pick_profile, scale_to_profile
 
@@ -29,6 +29,7 @@ RUNTIME_HELP = dict(
     full='full profile even without a GPU',
     seeds='seeds: a count (2 means 0,1) or a list (0,1); default 1 (with --config: the run\'s own seed)',
     jobs="training runs at once in separate processes: a number, or auto (several per GPU; 1 on a CPU)",
+    dist_timeout="torchrun: minutes a process waits for the others in a collective (rank 0 evaluates alone meanwhile)",
     device=DEVICE_HELP + "; how the run executes, recorded in config.json with the precision and why",
     resume='continue the newest unfinished invocation of this stage: finished runs are kept, an interrupted run '
            'continues from its last finished epoch',
@@ -154,6 +155,7 @@ def runtime_flags(parser):
     g.add_argument('--from', dest='from_', default=None, help=RUNTIME_HELP['from_'])
     g.add_argument('--lr-find', action='store_true', help=RUNTIME_HELP['lr_find'])
     g.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
+    g.add_argument('--dist-timeout', type=float, default=DIST_TIMEOUT_MIN, metavar='MIN', help=RUNTIME_HELP['dist_timeout'])
     return parser
 
 
@@ -315,7 +317,8 @@ def script(body, flags=None, recipe=None, reads=None):
         args = _parse(p, argv)
         with one_line_errors(args.debug):
             if recipe is None: return body(args)
-            init_distributed()  # under torchrun: one model trained by every process (DDP)
+            if args.dist_timeout <= 0: raise ValueError(f"--dist-timeout {args.dist_timeout:g}: expected minutes > 0")
+            init_distributed(args.dist_timeout)  # under torchrun: one model trained by every process (DDP)
             _check_used(p, args, prog, reads)
             select_device(args.device)  # before the profile, which follows the device (full on a GPU)
             resolved, model_overrides = resolve_recipe(recipe, args)

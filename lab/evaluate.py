@@ -20,6 +20,7 @@ from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .data.loaders import build_data, real_moon_pair
+from .distributed import on_rank0
 from .ingredients import multi_view_logits, view_words
 from .io import read_json, write_json
 from .learner import load_run_model, make_learner, seed_everything, setup_torch
@@ -122,7 +123,12 @@ def tta_accuracy(learn, dl, recipe):
 def tta_scores(run_dir, recipe):
     """Valid and test accuracy of a finished classifier run's kept checkpoint (model.pth), one pass and with
     `recipe`'s test-time augmentation: dict(valid_acc, valid_acc_tta, test_acc, test_acc_tta, n_valid, n_test).
-    Stage 4 measures TTA this way on its best row only; nothing is written."""
+    Stage 4 measures TTA this way on its best row only; nothing is written. Under torchrun rank 0 scores alone, on
+    the whole split, and every rank gets its numbers (`lab.distributed.on_rank0`)."""
+    return on_rank0(lambda: _tta_scores(run_dir, recipe))
+
+
+def _tta_scores(run_dir, recipe):
     model, _ = load_run_model(run_dir)
     seed_everything(recipe.seed)  # fastai's learn.tta draws augmentations: the same ones every time
     data = build_data(recipe, say=False)

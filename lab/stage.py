@@ -13,7 +13,7 @@ from fastai.callback.schedule import minimum, slide, steep, valley
 
 from fastai_lab.data.locate import data_source
 from .data.loaders import build_data, resolve_data
-from .distributed import is_distributed
+from .distributed import check_shards, is_distributed
 from .io import read_json, write_json
 from .jobs import train_runs
 from .learner import build_model, make_learner, seed_everything, setup_torch
@@ -31,6 +31,7 @@ def open_stage(opts, name, recipe):
     load the cache instead of decoding it again. What the data cannot support (`Data.caveats`) is said here."""
     recipe = resolve_data(recipe, say=True)
     data = build_data(recipe).check()
+    check_shards(data.info['n_train'], data.info['bs'])  # under torchrun: every process must get a batch to train
     return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe, data.info
 
 
