@@ -17,6 +17,7 @@ from .distributed import check_shards, is_distributed
 from .io import read_json, write_json
 from .jobs import train_runs
 from .learner import build_model, make_learner, seed_everything, setup_torch
+from .machine import release_device_memory
 from .recipe import describe_model
 from .results import Stage, run_name, variant_of
 from .train import RunOptions
@@ -30,9 +31,10 @@ def open_stage(opts, name, recipe):
     valid and test, is decoded (and cached), so a bad file stops the stage up front with its path, and parallel runs
     load the cache instead of decoding it again. What the data cannot support (`Data.caveats`) is said here."""
     recipe = resolve_data(recipe, say=True)
-    data = build_data(recipe).check()
-    check_shards(data.info['n_train'], data.info['bs'])  # under torchrun: every process must get a batch to train
-    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe, data.info
+    info = build_data(recipe).check().info  # the loaders go: each run builds its own (from the cache)
+    release_device_memory()  # so that --jobs N holds N copies of the data on the GPU, not N + 1
+    check_shards(info['n_train'], info['bs'])  # under torchrun: every process must get a batch to train
+    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe, info
 
 
 @dataclass

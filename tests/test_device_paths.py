@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from fastai.callback.core import CancelStepException
 from fastai.callback.fp16 import MixedPrecision
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.distributed import DistributedDL
@@ -205,3 +204,51 @@ def test_workers_are_recorded_as_used_on_macos(monkeypatch, tiny3):
     recipe = loaders.resolve_data(replace(SPEC, data=str(tiny3), classes=3, size=16, bs=8), say=False)
     data = loaders.build_data(recipe, device='cpu', say=False, in_memory=False)
     assert data.dls.train.fake_l.num_workers == 0 and data.info['data_path'] == 'file (0 workers)'
+
+
+# ----- --jobs: the stage's process keeps no copy of the data on the GPU ----------------------------------------------
+
+def test_the_stage_process_gives_its_data_back_before_the_jobs_train(monkeypatch, tmp_path):
+    import weakref
+    from fastai_lab import stage
+    from fastai_lab.cli import Options
+
+    class FakeData:  # what build_data returns: loaders over decoded images (a tensor here), in a reference cycle
+        def __init__(self): self.images, self.me, self.info = torch.zeros(1000), self, dict(n_train=40, bs=8)
+        def check(self): return self
+
+    made, seen = [], {}
+    def build(recipe, **kw):
+        made.append(weakref.ref(data := FakeData()))
+        return data
+    monkeypatch.setattr(stage, 'build_data', build)
+    monkeypatch.setattr(stage, 'resolve_data', lambda recipe, say: recipe)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: seen.setdefault('data alive', made[0]() is not None))
+    _, _, info = stage.open_stage(Options(out=str(tmp_path), jobs=4), 'stage2_baseline', FINAL)
+    assert info == dict(n_train=40, bs=8)
+    assert seen == {'data alive': False}  # freed (its cycle collected), then the allocator's cache given back
+
+
+# ----- the collective timeout: rank 0 evaluates alone while the others wait ------------------------------------------
+
+def test_dist_timeout_reaches_init_process_group(monkeypatch):
+    import datetime
+    import torch.distributed as dist
+    from fastai_lab import distributed
+    asked = {}
+    monkeypatch.setenv('WORLD_SIZE', '2'); monkeypatch.setenv('RANK', '0')
+    monkeypatch.setattr(dist, 'is_initialized', lambda: False)
+    monkeypatch.setattr(dist, 'init_process_group', lambda backend, timeout: asked.update(backend=backend, timeout=timeout))
+    distributed.init_distributed(45)
+    assert asked == dict(backend='gloo', timeout=datetime.timedelta(minutes=45))
+    distributed.init_distributed()  # the default outlasts a full test report (NCCL's own is 10 minutes)
+    assert asked['timeout'] == datetime.timedelta(minutes=distributed.DIST_TIMEOUT_MIN) >= datetime.timedelta(hours=1)
+
+
+def test_a_dist_timeout_of_nothing_is_refused(tiny_cli, capsys):
+    from scripts import stage2_baseline
+    with pytest.raises(SystemExit):
+        stage2_baseline.main([*tiny_cli(), '--dist-timeout', '0'])
+    assert '--dist-timeout 0: expected minutes > 0' in capsys.readouterr().err

@@ -87,5 +87,8 @@ def test_two_nodes_by_torchrun_train_one_run(odd_valid, tmp_path):
     stage = latest_stage_summary(out, 'stage4_final')
     assert [p.name for p in (out / 'stage4_final').iterdir()] == [Path(stage['path']).name]
     assert [p.name for p in Path(stage['path']).iterdir() if p.is_dir()] == ['final-seed0']
-    assert len(pd.read_csv(Path(stage['path']) / 'final-seed0' / 'metrics.csv')) == 1
+    history = pd.read_csv(Path(stage['path']) / 'final-seed0' / 'metrics.csv')
+    assert list(history['epoch']) == [0]  # one row per epoch: the other node wrote nothing
+    assert stage['rows'][-1]['valid_acc'] == pytest.approx(history['valid_accuracy'].max())
+    assert '--no-ablation: the final model is the recipe as given' in (Path(stage['path']) / 'ablation.md').read_text()
     assert sum(o.count('final-seed0 epoch 0 (1 of 1)') for o, _ in done) == 1  # one process speaks
