@@ -139,7 +139,8 @@ class GradientStats(_Recorder):
 
     `modules`: modules or dotted names (default: every Conv/Linear). Gradients are read from `weight.grad` in
     `after_backward`, before any clipping or optimiser step; under fastai's fp16 `MixedPrecision` they are
-    divided by the loss scale, and a step the scaler skips (overflow) is neither recorded nor counted. A layer without a gradient (frozen) records NaN. Arrays are `steps x layers`.
+    divided by the loss scale, and a step the scaler skips (overflow) is neither recorded nor counted. A layer
+    without a gradient (frozen) records NaN. Arrays are `steps x layers`.
     For a single backward pass outside a Learner use `GradientStats.snapshot(model)`.
     """
     order = 15   # after MixedPrecision (10) has set up its scaler

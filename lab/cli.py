@@ -155,7 +155,8 @@ def runtime_flags(parser):
     g.add_argument('--from', dest='from_', default=None, help=RUNTIME_HELP['from_'])
     g.add_argument('--lr-find', action='store_true', help=RUNTIME_HELP['lr_find'])
     g.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
-    g.add_argument('--dist-timeout', type=float, default=DIST_TIMEOUT_MIN, metavar='MIN', help=RUNTIME_HELP['dist_timeout'])
+    g.add_argument('--dist-timeout', type=float, default=DIST_TIMEOUT_MIN, metavar='MIN',
+                   help=RUNTIME_HELP['dist_timeout'])
     return parser
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 __all__ = ['dist_rank', 'is_rank0', 'is_distributed', 'world_size', 'init_distributed', 'DIST_TIMEOUT_MIN',
-           'broadcast_path', 'gather_objects', 'all_reduce_sum', 'barrier', 'ddp_context', 'evaluating_alone', 'on_rank0', 'real_items',
-           'check_shards']
+           'broadcast_path', 'gather_objects', 'all_reduce_sum', 'barrier', 'ddp_context', 'evaluating_alone',
+           'on_rank0', 'real_items', 'check_shards']
 
 # Rank 0 evaluates and writes the test report while the others wait in a collective: NCCL's 10-minute default
 # watchdog would kill them during a long report. --dist-timeout sets it.
@@ -137,10 +137,11 @@ def real_items(dl, n_batch):
 
 def check_shards(n_train, bs, world=None):
     """Refuse, before anything is trained, a torchrun run whose processes would each get fewer training images than
-    one batch: fastai's DistributedDL shards the images and each process drops its last partial batch, so none trains."""
+    one batch: fastai's DistributedDL shards the images and each process drops its last partial batch: none trains."""
     world = world or world_size()
     if world <= 1: return
     per_rank = -(-n_train // world)
     if per_rank < bs:
-        raise ValueError(f"--bs {bs}: under torchrun each of the {world} processes trains on {per_rank} of the {n_train} "
-                         f"training images, fewer than one batch; pass --bs {per_rank} or less, or use fewer processes")
+        raise ValueError(f"--bs {bs}: under torchrun each of the {world} processes trains on {per_rank} of the "
+                         f"{n_train} training images, fewer than one batch; pass --bs {per_rank} or less, or use "
+                         f"fewer processes")

@@ -91,9 +91,8 @@ class _DeviceCounts(Metric):
         "The counts and the number of items, summed over the processes under DDP."
         if self.counts is None: return torch.zeros(self.n_counts, dtype=torch.long), 0
         if not self.distributed: return self.counts, self.n
-        both = all_reduce_sum(torch.cat([self.counts.double().flatten(), torch.tensor([self.n], dtype=torch.double,
-                                                                                     device=self.counts.device)]))
-        return both[:-1].to(self.counts.dtype).reshape(self.counts.shape), int(both[-1])
+        n = all_reduce_sum(torch.tensor(self.n, device=self.counts.device))
+        return all_reduce_sum(self.counts), int(n)
 
 
 class DeviceAccuracy(_DeviceCounts):

@@ -240,7 +240,8 @@ def test_dist_timeout_reaches_init_process_group(monkeypatch):
     asked = {}
     monkeypatch.setenv('WORLD_SIZE', '2'); monkeypatch.setenv('RANK', '0')
     monkeypatch.setattr(dist, 'is_initialized', lambda: False)
-    monkeypatch.setattr(dist, 'init_process_group', lambda backend, timeout: asked.update(backend=backend, timeout=timeout))
+    monkeypatch.setattr(dist, 'init_process_group', lambda backend, timeout: asked.update(backend=backend,
+                                                                                        timeout=timeout))
     distributed.init_distributed(45)
     assert asked == dict(backend='gloo', timeout=datetime.timedelta(minutes=45))
     distributed.init_distributed()  # the default outlasts a full test report (NCCL's own is 10 minutes)

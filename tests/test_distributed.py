@@ -17,10 +17,17 @@ TINY_MODEL = ['--quick', '--epochs', '1', '--size', '16', '--classes', '3', '--c
               '--blocks', '1,1,1,1']
 
 
+ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
+
+
+def launch(launcher, script, *argv):
+    "The command line of `torchrun <launcher> scripts/<script> <argv>`."
+    return [sys.executable, '-m', 'torch.distributed.run', *launcher, str(ROOT / 'scripts' / script), *map(str, argv)]
+
+
 def torchrun(launcher, script, *argv, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
-    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', *launcher, str(ROOT / 'scripts' / script),
-                           *map(str, argv)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(launch(launcher, script, *argv), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=ENV)
 
 
 @pytest.fixture(scope='module')
@@ -32,7 +39,8 @@ def odd_valid(tmp_path_factory):
 def test_default_ablation_on_two_processes_scores_as_one(odd_valid, tmp_path):
     "The greedy ablation with TTA under DDP: valid numbers without the padded repeats, equal to one process's."
     out = tmp_path / 'out'
-    res = torchrun(['--nproc_per_node', '2'], 'stage4_final.py', '--data', odd_valid, '--out', out, '--bs', '8', *TINY_MODEL)
+    res = torchrun(['--nproc_per_node', '2'], 'stage4_final.py', '--data', odd_valid, '--out', out, '--bs', '8',
+                   *TINY_MODEL)
     assert res.returncode == 0, res.stderr[-3000:]
     stage = latest_stage_summary(out, 'stage4_final')
     run = Path(stage['path']) / 'final-seed0'
@@ -72,17 +80,18 @@ def _free_port():
 def test_two_nodes_by_torchrun_train_one_run(odd_valid, tmp_path):
     "Multi-node as PyTorch runs it: two launchers (here on one machine), c10d rendezvous; one run, one stage folder."
     out, port = tmp_path / 'out', _free_port()
-    launcher = ['--nnodes', '2', '--nproc_per_node', '1', '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'localhost:{port}',
-                '--rdzv-id', 'lab-test']
-    argv = ['stage4_final.py', '--no-ablation', '--no-tta', '--data', odd_valid, '--out', out, '--bs', '8', *TINY_MODEL]
-    env = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', *launcher, str(ROOT / 'scripts' / argv[0]), *map(str, argv[1:])]
-    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-             for _ in range(2)]
-    try: done = [p.communicate(timeout=300) for p in nodes]
+    launcher = ['--nnodes', '2', '--nproc_per_node', '1', '--rdzv-backend', 'c10d',
+                '--rdzv-endpoint', f'localhost:{port}', '--rdzv-id', 'lab-test']
+    cmd = launch(launcher, 'stage4_final.py', '--no-ablation', '--no-tta', '--data', odd_valid, '--out', out,
+                 '--bs', '8', *TINY_MODEL)
+    logs = [(tmp_path / f'node{i}.out', tmp_path / f'node{i}.err') for i in range(2)]  # files: no pipe fills up
+    nodes = [subprocess.Popen(cmd, stdout=o.open('w'), stderr=e.open('w'), text=True, cwd=ROOT, env=ENV) for o, e in logs]
+    try:
+        for p in nodes: p.wait(timeout=300)
     finally:
         for p in nodes:
             if p.poll() is None: p.kill()
+    done = [(o.read_text(), e.read_text()) for o, e in logs]
     assert [p.returncode for p in nodes] == [0, 0], '\n'.join(err[-2000:] for _, err in done)
     stage = latest_stage_summary(out, 'stage4_final')
     assert [p.name for p in (out / 'stage4_final').iterdir()] == [Path(stage['path']).name]
