@@ -20,9 +20,10 @@ from torch.utils.data import TensorDataset
 
 from fastai_lab import checkpoint
 from fastai_lab.callbacks import GradientStats
-from fastai_lab.data import cache
+from fastai_lab.data import device as cache
 from fastai_lab.ingredients import WeightEMA
-from fastai_lab.learner import build_model, make_learner
+from fastai_lab.learner import make_learner
+from fastai_lab.models import build_model
 from fastai_lab.metrics import DeviceAccuracy, DeviceLoss, IoU
 from fastai_lab.recipe import FINAL
 
@@ -211,7 +212,7 @@ def test_workers_are_recorded_as_used_on_macos(monkeypatch, tiny3):
 def test_the_stage_process_gives_its_data_back_before_the_jobs_train(monkeypatch, tmp_path):
     import weakref
     from fastai_lab import stage
-    from fastai_lab.cli import Options
+    from fastai_lab.flags import Options
 
     class FakeData:  # what build_data returns: loaders over decoded images (a tensor here), in a reference cycle
         def __init__(self): self.images, self.me, self.info = torch.zeros(1000), self, dict(n_train=40, bs=8)

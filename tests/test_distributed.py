@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fastai_lab.data.synthetic import make_tiny_imagenet_like
-from fastai_lab.evaluate import evaluate_saved_run
+from fastai_lab.saved import evaluate_saved_run
 from fastai_lab.io import read_json
 from fastai_lab.lookup import latest_stage_summary
 
