@@ -10,6 +10,7 @@ On Apple's MPS GPU the tensors sit in its (unified) memory when they fit and can
 CPU instead, said once, rather than stopping the run.
 """
 import itertools, random
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -216,8 +217,19 @@ class FallbackPipeline(Pipeline):
 
 
 def cpu_fallback(dls):
-    "`dls` whose train and valid loaders run their batch transforms through `FallbackPipeline` (for MPS)."
-    for dl in (dls.train, dls.valid):
-        if not isinstance(dl.after_batch, FallbackPipeline):
-            dl.after_batch = FallbackPipeline(dl.after_batch, split_idx=dl.after_batch.split_idx)
+    """`dls` whose train and valid loaders run their batch transforms through `FallbackPipeline` (for MPS), and so do
+    their copies: fastai's `dl.new()` (`test_dl`, `new_empty`) rebuilds a plain Pipeline from the transforms."""
+    for dl in (dls.train, dls.valid): _with_fallback(dl)
     return dls
+
+
+def _with_fallback(dl, on_cpu=()):
+    if not isinstance(dl.after_batch, FallbackPipeline):
+        dl.after_batch = FallbackPipeline(dl.after_batch, split_idx=dl.after_batch.split_idx)
+        dl.after_batch.on_cpu |= set(on_cpu)  # what already failed on the device stays on the CPU
+    dl.new = partial(_new_with_fallback, dl)
+    return dl
+
+
+def _new_with_fallback(dl, *args, **kwargs):
+    return _with_fallback(type(dl).new(dl, *args, **kwargs), dl.after_batch.on_cpu)

@@ -145,7 +145,8 @@ def build_data(recipe, device=None, say=True, in_memory=None):
     if torch.device(device).type == 'mps':  # an op MPS lacks runs that batch transform on the CPU (said) instead
         from .device import cpu_fallback
         dls = cpu_fallback(dls)
-    path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({loader_workers()} workers)'
+    # the workers as used (fastai takes none on macOS), not as asked
+    path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({dls.train.fake_l.num_workers} workers)'
     info.update(data=str(root), source=source, size=recipe.size, augment=recipe.augment, data_path=path,
                 train_on_valid=recipe.train_on_valid, bs=dls.train.bs, task=recipe.task)
     if dls.train.bs < recipe.bs:

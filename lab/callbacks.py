@@ -134,7 +134,8 @@ class GradientStats(_Recorder):
 
     `modules`: modules or dotted names (default: every Conv/Linear). Gradients are read from `weight.grad` in
     `after_backward`, before any clipping or optimiser step; under fastai's fp16 `MixedPrecision` they are
-    divided by the loss scale. A layer without a gradient (frozen) records NaN. Arrays are `steps x layers`.
+    divided by the loss scale, and a step the scaler skips (overflow) is neither recorded nor counted. A layer
+    without a gradient (frozen) records NaN. Arrays are `steps x layers`.
     For a single backward pass outside a Learner use `GradientStats.snapshot(model)`.
     """
     order = 15   # after MixedPrecision (10) has set up its scaler
@@ -145,10 +146,23 @@ class GradientStats(_Recorder):
     def before_fit(self): self._resolve(self.learn.model)
 
     def after_backward(self):
+        self._taken = None
         if not self._due(): return
         scaler = getattr(self.learn, 'scaler', None)
         scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
-        self._push(self._seen, self._measure(scale))
+        self._taken = (self._seen, self._measure(scale))
+
+    # fp16: the scaler skips a step whose gradients overflowed (MixedPrecision cancels it): no record, no step counted
+    def after_cancel_step(self): self._taken, self._cancelled = None, True
+    def before_step(self): self._cancelled = False
+
+    def after_step(self):
+        if getattr(self, '_taken', None) is not None: self._push(*self._taken)
+        self._taken = None
+
+    def after_batch(self):
+        if self.training and not getattr(self, '_cancelled', False): self._seen += 1
+        self._cancelled = False
 
     @torch.no_grad()
     def _measure(self, scale=1.0):

@@ -12,7 +12,7 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import get_model, to_device
 from fastcore.foundation import L
 
-from .distributed import is_rank0
+from .distributed import dist_rank, gather_objects, is_rank0, world_size
 from .io import atomic_write
 
 __all__ = ['read_torch_file', 'read_checkpoint', 'save_checkpoint', 'Checkpoints', 'resume']
@@ -72,6 +72,7 @@ class Checkpoints(Callback):
         if self.monitor: self.idx = list(self.recorder.metric_names[1:]).index(self.monitor)
 
     def after_epoch(self):
+        rng = gather_objects(_rng_state(self.learn))  # every rank's generators: each resumes its own draws
         if not is_rank0(): return
         model = get_model(self.learn.model)
         value = self.recorder.values[-1][self.idx] if self.monitor else None
@@ -82,7 +83,7 @@ class Checkpoints(Callback):
             save_checkpoint(dict(model=model.state_dict(), recipe=self.recipe.to_dict(), epoch=self.epoch,
                               monitor=self.monitor, value=value), self.run_dir / 'model.pth')
         save_checkpoint(dict(model=model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
-                          best=list(self.best), rng=_rng_state(self.learn), recipe=self.recipe.to_dict(),
+                          best=list(self.best), rng=rng[0], rng_ranks=rng, recipe=self.recipe.to_dict(),
                           smooth=[self.recorder.smooth_loss.val, self.recorder.smooth_loss.count],
                           stats=[s.state() for s in self.stats]), self.run_dir / 'last.pth')
 
@@ -92,6 +93,7 @@ def _rng_state(learn):
     return dict(python=random.getstate(), numpy=[np_state[0], torch.as_tensor(np_state[1].astype(np.int64)),
                                                  *np_state[2:]],
                 torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                mps=torch.mps.get_rng_state() if torch.backends.mps.is_available() else None,
                 loaders=[_loader(dl).rng.getstate() for dl in learn.dls.loaders])
 
 
@@ -103,7 +105,14 @@ def _set_rng_state(learn, state):
     np.random.set_state((state['numpy'][0], state['numpy'][1].numpy().astype(np.uint32), *state['numpy'][2:]))
     torch.set_rng_state(state['torch'])
     if torch.cuda.is_available() and state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
+    if torch.backends.mps.is_available() and state.get('mps') is not None: torch.mps.set_rng_state(state['mps'])
     for dl, s in zip(learn.dls.loaders, state['loaders']): _loader(dl).rng.setstate(_tuples(s))
+
+
+def _own_rng(state):
+    "This rank's generators in a last.pth (rank 0's when the run had another number of processes, or older files)."
+    ranks = state.get('rng_ranks') or [state['rng']]
+    return ranks[dist_rank()] if len(ranks) == world_size() else state['rng']
 
 
 def _tuples(o): return tuple(_tuples(v) for v in o) if isinstance(o, (list, tuple)) else o
@@ -131,7 +140,7 @@ def resume(learn, run_dir, recipe, stats):
     if not isinstance(learn.opt, OptimWrapper):  # fastai's own optimisers (ranger) keep their state where it is loaded
         opt_state = to_device(opt_state, next(get_model(learn.model).parameters()).device)
     learn.opt.load_state_dict(opt_state)
-    _set_rng_state(learn, state['rng'])
+    _set_rng_state(learn, _own_rng(state))
     for s, st in zip(stats, state['stats']): s.load_state(st)
     print(f"{Path(run_dir).name}: resuming after epoch {state['epoch']} ({state['epoch'] + 1} of {recipe.epochs} "
           f"epochs done; epochs count from 0)")

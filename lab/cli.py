@@ -97,7 +97,8 @@ def script(body, flags=None, recipe=None, reads=None):
         args = _parse(p, argv)
         with one_line_errors(args.debug):
             if recipe is None: return body(args)
-            init_distributed()  # under torchrun: one model trained by every process (DDP)
+            if args.dist_timeout <= 0: raise ValueError(f"--dist-timeout {args.dist_timeout:g}: expected minutes > 0")
+            init_distributed(args.dist_timeout)  # under torchrun: one model trained by every process (DDP)
             _check_used(p, args, prog, reads)
             select_device(args.device)  # before the profile, which follows the device (full on a GPU)
             resolved, model_overrides = resolve_recipe(recipe, args)

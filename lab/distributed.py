@@ -6,12 +6,18 @@ Two fastai problems on CPUs are worked around: `DistributedDL._broadcast` only w
 """
 import os, sys
 from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 
-__all__ = ['dist_rank', 'is_rank0', 'is_distributed', 'init_distributed', 'broadcast_path', 'all_reduce_sum',
-           'barrier', 'ddp_context', 'evaluating_alone']
+__all__ = ['dist_rank', 'is_rank0', 'is_distributed', 'world_size', 'init_distributed', 'DIST_TIMEOUT_MIN',
+           'broadcast_path', 'gather_objects', 'all_reduce_sum', 'barrier', 'ddp_context', 'evaluating_alone',
+           'on_rank0', 'real_items', 'check_shards']
+
+# Rank 0 evaluates and writes the test report while the others wait in a collective: NCCL's 10-minute default
+# watchdog would kill them during a long report. --dist-timeout sets it.
+DIST_TIMEOUT_MIN = 120
 
 
 def dist_rank():
@@ -27,13 +33,18 @@ def is_distributed():
     return int(os.environ.get('WORLD_SIZE', 1)) > 1
 
 
-def init_distributed():
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs), take this rank's GPU, and
-    silence the other ranks' stdout, so that one rank speaks and writes. A no-op otherwise."""
+def world_size(): return int(os.environ.get('WORLD_SIZE', 1))
+
+
+def init_distributed(timeout_min=DIST_TIMEOUT_MIN):
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs) with a collective timeout
+    of `timeout_min` minutes, take this rank's GPU, and silence the other ranks' stdout, so that one rank speaks and
+    writes. A no-op otherwise."""
     if not is_distributed(): return
     import torch.distributed as dist
     if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    if not dist.is_initialized(): dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo', timeout=timedelta(minutes=timeout_min))
     if not is_rank0(): sys.stdout = open(os.devnull, 'w')
 
 
@@ -58,6 +69,15 @@ def all_reduce_sum(t):
         import torch.distributed as dist
         t = t.clone(); dist.all_reduce(t)
     return t
+
+
+def gather_objects(obj):
+    "[`obj` of rank 0, of rank 1, ...] on every rank under torchrun (picklable objects); [`obj`] otherwise."
+    if not _group(): return [obj]
+    import torch.distributed as dist
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier():
@@ -92,3 +112,36 @@ def evaluating_alone():
     try: yield
     finally:
         if world: os.environ['WORLD_SIZE'] = world
+
+
+def on_rank0(fn):
+    """`fn()` computed once, by rank 0 alone on the whole (unsharded) data, and its picklable result broadcast to every
+    rank: the numbers are those of one process, whatever the number of processes. `fn()` itself without torchrun."""
+    if not _group(): return fn()
+    import torch.distributed as dist
+    box = [None]
+    if is_rank0():
+        with evaluating_alone(): box[0] = fn()
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def real_items(dl, n_batch):
+    """How many of the batch of `n_batch` items that `dl` just gave are real: fastai's `DistributedDL` pads the last
+    shard with repeats of the first items (so that every rank has as many), and trims them in `get_preds` only; the
+    metrics must drop them too. `n_batch` for any other loader."""
+    if type(dl).__name__ != 'DistributedDL' or not all(hasattr(dl, a) for a in ('i', 'n', 'n_padded')): return n_batch
+    start = dl.rank * dl.n_padded // dl.world_size + dl.i - n_batch  # this batch's place in the padded order
+    return max(0, min(n_batch, dl.n - start))
+
+
+def check_shards(n_train, bs, world=None):
+    """Refuse, before anything is trained, a torchrun run whose processes would each get fewer training images than
+    one batch: fastai's DistributedDL shards the images and each process drops its last partial batch: none trains."""
+    world = world or world_size()
+    if world <= 1: return
+    per_rank = -(-n_train // world)
+    if per_rank < bs:
+        raise ValueError(f"--bs {bs}: under torchrun each of the {world} processes trains on {per_rank} of the "
+                         f"{n_train} training images, fewer than one batch; pass --bs {per_rank} or less, or use "
+                         f"fewer processes")

@@ -7,6 +7,7 @@ with --config) is refused, naming it. `lab.cli.script` builds a script's command
 import argparse
 from dataclasses import dataclass, field, fields, replace
 
+from .distributed import DIST_TIMEOUT_MIN
 from .machine import DEVICE_HELP
 from .recipe import Recipe, pick_profile, scale_to_profile
 
@@ -20,6 +21,7 @@ RUNTIME_HELP = dict(
     full='full profile even without a GPU',
     seeds='seeds: a count (2 means 0,1) or a list (0,1); default 1 (with --config: the run\'s own seed)',
     jobs="training runs at once in separate processes: a number, or auto (several per GPU; 1 on a CPU)",
+    dist_timeout="torchrun: minutes a process waits for the others in a collective (rank 0 evaluates alone meanwhile)",
     device=DEVICE_HELP + "; how the run executes, recorded in config.json with the precision and why",
     resume='continue the newest unfinished invocation of this stage: finished runs are kept, an interrupted run '
            'continues from its last finished epoch',
@@ -145,6 +147,8 @@ def runtime_flags(parser):
     g.add_argument('--lr-find', action='store_true', help=RUNTIME_HELP['lr_find'])
     g.add_argument('--tensorboard', action='store_true', help=RUNTIME_HELP['tensorboard'])
     g.add_argument('--debug', action='store_true', help=RUNTIME_HELP['debug'])
+    g.add_argument('--dist-timeout', type=float, default=DIST_TIMEOUT_MIN, metavar='MIN',
+                   help=RUNTIME_HELP['dist_timeout'])
     return parser
 
 

@@ -62,9 +62,12 @@ class WeightEMA(Callback):
     def before_fit(self): self._start()
     def before_train(self): self.trained = True  # a training epoch: its validation is the averaged weights'
 
+    def before_step(self): self.cancelled = False
+    def after_cancel_step(self): self.cancelled = True  # fp16: the scaler skipped the step (overflow); nothing moved
+
     def after_step(self):
         "Average in the weights this optimiser step made."
-        if not self.training: return
+        if not self.training or getattr(self, 'cancelled', False): return
         self.steps += 1
         d = ema_decay(self.decay, self.steps)
         torch._foreach_lerp_([self.avg[i] for i in self.floats], [self.targets[i] for i in self.floats], 1 - d)

@@ -21,7 +21,7 @@ from .distributed import ddp_context
 from .ingredients import FASTAI_OPTIMIZERS, MixUntil, WeightEMA
 from .losses import seg_loss
 from .machine import cpu_threads, default_device, resolve_precision
-from .metrics import DeviceAccuracy, seg_metrics
+from .metrics import DeviceAccuracy, DeviceLoss, DeviceSmoothLoss, seg_metrics
 
 __all__ = ['setup_torch', 'LabLearner', 'TORCH_OPTIMIZERS', 'precision_callbacks', 'make_learner',
            'lr_of', 'fit_recipe', 'model_summary']
@@ -75,6 +75,8 @@ def make_learner(recipe, model, dls, cbs=()):
                        wd=recipe.wd, train_bn=not recipe.freeze)
     learn.remove_cb(ProgressCallback)  # its per-batch loss display syncs the GPU every batch; EpochLog says enough
     learn.recorder.train_metrics = True
+    # the losses summed on the device, not copied to the CPU every batch; the valid loss without DDP's padding
+    learn.recorder.loss, learn.recorder.smooth_loss = DeviceLoss(), DeviceSmoothLoss(learn.recorder.smooth_loss.beta)
     # On the data's device now, not at fit: an optimiser state loaded for resuming must land next to its parameters
     if getattr(dls, 'device', None) is not None: learn.model.to(dls.device)
     if cuda: learn.model.to(memory_format=torch.channels_last)

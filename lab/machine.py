@@ -24,7 +24,8 @@ import torch
 
 __all__ = ['DEVICE_HELP', 'PRECISION_WORDS', 'select_device', 'selected_device', 'default_device', 'device_reason',
            'has_gpu', 'n_gpus', 'worker_device', 'device_name', 'resolve_precision', 'machine_info', 'announce',
-           'loader_workers', 'cpu_threads', 'seed_everything', 'rng_preserved', 'environment_info', 'git_state']
+           'loader_workers', 'cpu_threads', 'seed_everything', 'rng_preserved', 'environment_info', 'git_state',
+           'release_device_memory']
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,6 +217,15 @@ def rng_preserved():
 def loader_workers():
     "DataLoader worker processes for the file path: decoding in parallel feeds a GPU; on a CPU the main process is faster."
     return min(8, os.cpu_count() or 1) if has_gpu() else 0
+
+
+def release_device_memory():
+    """Give the GPU memory this process no longer uses back to the driver (torch's caching allocator keeps it): the
+    stage's process reads the data once before its --jobs processes train, each with its own copy."""
+    import gc
+    gc.collect()  # fastai's loaders hold reference cycles: the tensors go only with them
+    if torch.cuda.is_available() and torch.cuda.is_initialized(): torch.cuda.empty_cache()
+    if torch.backends.mps.is_available(): torch.mps.empty_cache()
 
 
 def cpu_threads():

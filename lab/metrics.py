@@ -11,12 +11,14 @@ import math
 
 import torch
 from torch import Tensor
+from fastai.learner import AvgSmoothLoss
 from fastai.metrics import Metric
 
-from .distributed import all_reduce_sum
+from .distributed import all_reduce_sum, real_items
 
 __all__ = ['seg_stats', 'iou_score', 'dice_score', 'is_undefined', 'score_text', 'pixel_accuracy', 'IoU', 'DiceScore',
-           'PixelAccuracy', 'seg_metrics', 'DeviceAccuracy', 'align_masks']
+           'PixelAccuracy', 'seg_metrics', 'DeviceAccuracy', 'DeviceLoss', 'DeviceSmoothLoss',
+           'align_masks']
 
 
 def align_masks(logits, target):
@@ -68,33 +70,65 @@ class _DeviceCounts(Metric):
     """A fastai metric that adds up counts on the device and reads them once, at the end of the epoch.
 
     fastai's `AvgMetric` copies every batch's value to the CPU (a host sync per batch, which stalls a GPU whose
-    batches take milliseconds); under DDP the counts are summed over the processes when read."""
+    batches take milliseconds); the number of items is counted on the host. Under DDP the padded repeats of fastai's
+    `DistributedDL` are dropped (`real_items`) and the counts summed over the processes when read."""
     n_counts = 1
 
-    def reset(self): self.counts, self.distributed = None, False
+    def reset(self): self.counts, self.n, self.distributed = None, 0, False
 
     def accumulate(self, learn):
-        c = self.batch_counts(learn.pred, *learn.yb)
+        pred, yb = learn.pred, learn.yb
+        k = real_items(getattr(learn, 'dl', None), len(yb[0]))
+        if k == 0: return  # a batch of padding only
+        if k < len(yb[0]): pred, yb = pred[:k], [y[:k] for y in yb]
+        c = self.batch_counts(pred, *yb, learn=learn)
         self.counts = c if self.counts is None else self.counts + c
+        self.n += k
         # every process sees its shard only while fastai's DistributedDL feeds it; after DDP each sees everything
         self.distributed = type(getattr(learn, 'dl', None)).__name__ == 'DistributedDL'
 
     def totals(self):
-        if self.counts is None: return [0] * self.n_counts
-        return (all_reduce_sum(self.counts) if self.distributed else self.counts).tolist()
+        "The counts and the number of items, summed over the processes under DDP."
+        if self.counts is None: return torch.zeros(self.n_counts, dtype=torch.long), 0
+        if not self.distributed: return self.counts, self.n
+        n = all_reduce_sum(torch.tensor(self.n, device=self.counts.device))
+        return all_reduce_sum(self.counts), int(n)
 
 
 class DeviceAccuracy(_DeviceCounts):
     "Classification accuracy (argmax), counted on the device; the name 'accuracy' as fastai's."
-    n_counts, name = 2, 'accuracy'
+    name = 'accuracy'
 
-    def batch_counts(self, pred, targ):
-        return torch.stack([(pred.argmax(dim=-1) == targ).sum(), torch.tensor(targ.numel(), device=targ.device)])
+    def batch_counts(self, pred, targ, learn=None): return (pred.argmax(dim=-1) == targ).sum()
 
     @property
     def value(self):
         correct, n = self.totals()
-        return correct / n if n else None
+        return int(correct) / n if n else None
+
+
+class DeviceLoss(_DeviceCounts):
+    """The mean valid loss over the items, as fastai's `AvgLoss` (batch mean x batch size, summed), on the device;
+    the loss of a padded last batch under DDP is that of its real items. `Recorder.loss` in `make_learner`."""
+    name = 'loss'
+
+    def batch_counts(self, pred, *yb, learn):
+        loss = learn.loss if len(yb[0]) == len(learn.yb[0]) else learn.loss_func(pred, *yb)
+        return loss.detach().mean().float() * len(yb[0])
+
+    @property
+    def value(self):
+        total, n = self.totals()
+        return total / n if n else None
+
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    """fastai's `AvgSmoothLoss` kept on the device: the Recorder reads it every batch, and fastai's copies it to the
+    CPU each time (a host sync per batch). Under DDP it is the mean over the processes, as fastai's."""
+    def accumulate(self, learn):
+        self.count += 1
+        loss = learn.to_detach(learn.loss.mean(), cpu=False)
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
 
 
 class _CountMetric(_DeviceCounts):
@@ -105,10 +139,10 @@ class _CountMetric(_DeviceCounts):
         self.threshold = threshold
         self.reset()
 
-    def batch_counts(self, pred, targ): return seg_stats(pred, targ, threshold=self.threshold)
+    def batch_counts(self, pred, targ, learn=None): return seg_stats(pred, targ, threshold=self.threshold)
 
     @property
-    def value(self): return float(self.score(*self.totals()))
+    def value(self): return float(self.score(*self.totals()[0].tolist()))
 
     @property
     def name(self): return self.metric_name

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .data.loaders import build_data
+from .distributed import on_rank0
 from .evaluate import _accuracy, evaluate_run, predictions, seg_scores
 from .io import write_json
 from .record import Evaluation, RunRecord, data_counts
@@ -25,7 +26,12 @@ __all__ = ['tta_scores', 'evaluate_saved_run']
 def tta_scores(run_dir, recipe):
     """Valid and test accuracy of a finished classifier run's kept checkpoint (model.pth), one pass and with
     `recipe`'s test-time augmentation: an `Evaluation` of valid_acc(_tta), test_acc(_tta), n_valid, n_test.
-    Stage 4 measures TTA this way on its best row only; nothing is written."""
+    Stage 4 measures TTA this way on its best row only; nothing is written. Under torchrun rank 0 scores alone, on
+    the whole split, and every rank gets its numbers (`lab.distributed.on_rank0`)."""
+    return on_rank0(lambda: _tta_scores(run_dir, recipe))
+
+
+def _tta_scores(run_dir, recipe):
     model, _ = load_run_model(run_dir)
     seed_everything(recipe.seed)  # fastai's learn.tta draws augmentations: the same ones every time
     data = build_data(recipe, say=False)

@@ -24,12 +24,13 @@ from fastai.callback.schedule import minimum, slide, steep, valley
 from fastai_lab.data.locate import data_source
 from . import progress
 from .data.loaders import build_data, resolve_data
-from .distributed import barrier, is_distributed
+from .distributed import barrier, check_shards, is_distributed
 from .io import read_json, same_json, write_json
 from .learner import make_learner, setup_torch
 from .models import build_model
 from .lookup import chosen_recipe, key_difference, latest_stage_summary, read_stage
-from .machine import cpu_threads, default_device, n_gpus, seed_everything, selected_device, worker_device
+from .machine import (cpu_threads, default_device, n_gpus, release_device_memory, seed_everything, selected_device,
+                      worker_device)
 from .recipe import describe_model
 from .record import RunRecord
 from .results import Stage, run_name, variant_of
@@ -45,8 +46,10 @@ def open_stage(opts, name, recipe):
     valid and test, is decoded (and cached), so a bad file stops the stage up front with its path, and parallel runs
     load the cache instead of decoding it again. What the data cannot support (`Data.caveats`) is said here."""
     recipe = resolve_data(recipe, say=True)
-    data = build_data(recipe).check()
-    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe, data.info
+    info = build_data(recipe).check().info  # the loaders go: each run builds its own (from the cache)
+    release_device_memory()  # so that --jobs N holds N copies of the data on the GPU, not N + 1
+    check_shards(info['n_train'], info['bs'])  # under torchrun: every process must get a batch to train
+    return Stage(opts, name, dict(recipe=recipe.to_dict(), seeds=opts.seeds)), recipe, info
 
 
 @dataclass

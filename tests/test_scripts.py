@@ -1,5 +1,5 @@
 "End to end: the Task 2 and Task 3 scripts on tiny generated data through their command lines, in this process."
-import json, os, re, subprocess, sys
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -110,25 +110,6 @@ def test_backbone_without_a_classifier_is_a_clear_error(synthetic_moon, tmp_path
     err = capsys.readouterr().err
     assert stop.value.code == 2 and 'no 128 px classifier of the quick profile' in err and '--train-backbone' in err
     assert not (tmp_path / 'task3_unet_backbone').exists() or not any((tmp_path / 'task3_unet_backbone').iterdir())
-
-
-def test_one_model_on_two_processes_with_torchrun(tiny_cli, tmp_path):
-    "DDP through fastai's distrib_ctx, two CPU processes (gloo): one run, written once, by rank 0."
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-                          str(ROOT / 'scripts' / 'stage4_final.py'), '--no-ablation', *tiny_cli(epochs=2)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    final = latest_stage_summary(tmp_path / 'out', 'stage4_final')
-    run = Path(final['path']) / 'final-seed0'
-    history = pd.read_csv(run / 'metrics.csv')
-    assert list(history['epoch']) == [0, 1]  # one row per epoch: rank 1 wrote nothing
-    assert not json.loads((run / 'config.json').read_text())['recipe']['train_on_valid']
-    # the final model trains on train: its valid accuracy is its own, at its best epoch
-    assert final['rows'][-1]['valid_acc'] == pytest.approx(history['valid_accuracy'].max())
-    assert '--no-ablation: the final model is the recipe as given' in (Path(final['path']) / 'ablation.md').read_text()
-    assert res.stdout.count('final-seed0 epoch 1 (2 of 2)') == 1  # only rank 0 speaks
-    assert [p.name for p in (tmp_path / 'out' / 'stage4_final').iterdir()] == [Path(final['path']).name]
 
 
 def test_run_all_runs_in_one_process_and_ends_with_the_report(tiny3, tmp_path):
