@@ -58,15 +58,23 @@ def test_default_ablation_on_two_processes_scores_as_one(odd_valid, tmp_path):
     assert res.stdout.count('final-seed0 epoch 0 (1 of 1)') == 1  # only rank 0 speaks
 
 
-def test_fewer_training_images_per_process_than_a_batch_is_refused_up_front(odd_valid, tmp_path):
+def test_fewer_training_images_per_process_than_a_batch_is_refused_up_front(odd_valid, tmp_path, monkeypatch, capsys):
+    """Two processes' view of the stage, in this one (the refusal comes before any collective, so no torchrun is
+    needed to see it): 18 of the 36 training images each, fewer than a batch of 24, refused in one line."""
+    from fastai_lab import cli, distributed
+    from scripts import stage2_baseline
+    monkeypatch.setattr(cli, 'init_distributed', lambda *a, **k: None)  # no process group: nothing is trained
+    monkeypatch.setattr(distributed, 'world_size', lambda: 2)
     out = tmp_path / 'out'
-    res = torchrun(['--nproc_per_node', '2'], 'stage2_baseline.py', '--data', odd_valid, '--out', out, '--bs', '24',
-                   *TINY_MODEL)
-    assert res.returncode != 0
-    said = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    with pytest.raises(SystemExit) as e:
+        stage2_baseline.main(['--data', str(odd_valid), '--out', str(out), '--bs', '24', *TINY_MODEL])
+    assert e.value.code != 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
     assert said and 'each of the 2 processes trains on 18 of the 36 training images, fewer than one batch' in said[0]
     assert '--bs 18 or less' in said[0]
     assert not (out / 'stage2_baseline').exists() or not any((out / 'stage2_baseline').iterdir())
+    distributed.check_shards(36, 18, world=2)  # a batch each: trains
+    distributed.check_shards(36, 24, world=1)  # one process keeps the capped batch as before
 
 
 def _free_port():
