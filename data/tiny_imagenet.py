@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms import ToTensor
 from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, ItemGetter, ItemTransform,
                                Normalize, Resize, ResizeMethod, imagenet_stats)
+
+from .images import RGBImage, open_rgb
 
 __all__ = ['read_wnids', 'read_words', 'class_names', 'parse_classes', 'TinySplits', 'load_tiny_imagenet',
            'valid_idxs', 'TinyImageNetDataset', 'tiny_imagenet_dls', 'test_dl']
@@ -170,8 +171,7 @@ class TinyImageNetDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        try:
-            with Image.open(path) as im: img = im.convert('RGB')
+        try: img = open_rgb(path)
         except OSError as e: raise OSError(f"{path}: cannot read the image ({e})") from e
         return self.transform(img), label
 
@@ -195,7 +195,7 @@ def tiny_imagenet_dls(splits, size=64, bs=128, augment='light', train_on_valid=F
     from .augment import augment_tfms
     aug = augment_tfms({True: 'light', False: 'none'}.get(augment, augment), size=size, min_scale=min_scale)
     train = splits.train + (splits.valid if train_on_valid else [])
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=splits.names, sort=False)),
+    block = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=splits.names, sort=False)),
                       get_x=ItemGetter(0), get_y=ClassName(splits.names),
                       splitter=IndexSplitter(range(len(train), len(train) + len(splits.valid))),
                       item_tfms=Resize(size, method=ResizeMethod.Squish),
