@@ -86,7 +86,13 @@ def _frames(folder, prefix):
     "{frame number: path} of `<prefix>NNNN.png` files in `folder`."
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder (expected {prefix}NNNN.png files)")
     pat = re.compile(rf'{prefix}(\d+)\.png', re.I)
-    return {int(m[1]): p for p in folder.iterdir() if (m := pat.fullmatch(p.name))}
+    frames = {}
+    for p in sorted(folder.iterdir()):
+        if not (m := pat.fullmatch(p.name)): continue
+        if int(m[1]) in frames:  # e.g. render7.png and render0007.png: one frame reached twice
+            raise ValueError(f"{p}: frame {int(m[1])} again, as {frames[int(m[1])].name} is (expected one file a frame)")
+        frames[int(m[1])] = p
+    return frames
 
 
 def moon_pairs(root):

@@ -75,3 +75,47 @@ def test_a_16_bit_png_trains_as_its_picture_in_the_tiny_imagenet_loader(tmp_path
     dls = tiny_imagenet_dls(splits, size=16, bs=2, augment=False)
     img = dls.train_ds[i][0]
     assert isinstance(img, RGBImage) and np.asarray(img)[..., 0].ravel().tolist() == list(range(256))
+
+
+# ----- duplicates -------------------------------------------------------------------------------------------------
+
+def test_repeated_annotation_lines_and_linked_files_count_once(tmp_path, capsys):
+    from fastai_lab.data.synthetic import make_tiny_imagenet_like
+    from fastai_lab.data.tiny_imagenet import load_tiny_imagenet
+    root = make_tiny_imagenet_like(tmp_path / 'tiny', n_classes=2, n_train=5, n_val=3, size=16)
+    first = load_tiny_imagenet(root, n_classes=2)
+    ann = root / 'val' / 'val_annotations.txt'
+    lines = ann.read_text().splitlines()
+    ann.write_text('\n'.join(lines + lines[:4] + lines[:1]) + '\n')  # 5 repeated lines
+    # one train image reached twice: a symlink beside it in its class folder
+    a = first.train[0][0]
+    (a.parent / ('z' + a.name)).symlink_to(a)
+    capsys.readouterr()
+    again = load_tiny_imagenet(root, n_classes=2)
+    out = capsys.readouterr().out
+    assert out.count('\n') == 1 and 'dropped 5 repeated line(s)' in out and '1 train file(s)' in out
+    assert again.test == first.test and len(again.test) == 6
+    assert sorted(again.train + again.valid) == sorted(first.train + first.valid)
+    # the same image with two classes: refused, naming both lines
+    name, wnid = lines[0].split('\t')[:2]
+    other = next(l.split('\t')[1] for l in lines if l.split('\t')[1] != wnid)
+    ann.write_text('\n'.join(lines + [f'{name}\t{other}\t0\t0\t1\t1']) + '\n')
+    with pytest.raises(ValueError, match=rf"line {len(lines) + 1}: {name} labelled {other}, but line 1"):
+        load_tiny_imagenet(root, n_classes=2)
+    # a test image that is a train file too: refused (the test set would not be held out)
+    ann.write_text('\n'.join(lines) + '\n')
+    test0 = first.test[0][0]
+    test0.unlink(); test0.symlink_to(first.train[1][0])
+    with pytest.raises(ValueError, match='test image.* are train/valid files too'):
+        load_tiny_imagenet(root, n_classes=2)
+
+
+def test_a_moon_frame_reached_twice_is_refused(tmp_path):
+    from fastai_lab.data.moon import moon_pairs
+    from fastai_lab.data.synthetic import make_moon_like
+    root = make_moon_like(tmp_path / 'moon', n=3, width=24, height=16)
+    render = sorted((root / 'images' / 'render').glob('*.png'))[0]
+    n = int(render.stem[len('render'):])
+    (render.parent / f'render{n}.png').write_bytes(render.read_bytes())
+    with pytest.raises(ValueError, match=rf"frame {n} again"):
+        moon_pairs(root)
