@@ -9,7 +9,8 @@ first 80% of the epochs only, a weight EMA). Each one is tried on the base (the 
 a row that is not kept says why, and later rows are built without it. Test-time augmentation is measured last, on the
 base's own runs (no training). The final model is the base's recipe, with TTA when it was kept, trained on train with
 its best epoch by valid accuracy kept (T2.11); `--refit` adds the same recipe trained on train + valid as an extra row,
-never the headline. Every choice is made on valid accuracy; test accuracy is only reported.
+never the headline. Every choice is made on valid accuracy, and only valid numbers are shown for the ablation rows:
+the test set is scored once, for the final model (and the refit).
 """
 from dataclasses import replace
 from pathlib import Path
@@ -53,8 +54,8 @@ INGREDIENTS = [
 ABLATED_FIELDS = sorted({f for *_, fields in INGREDIENTS for f in fields})
 # a row's numbers that rest on the valid images being held out (None for the refit row)
 HELD_OUT = ('valid_acc', 'valid_acc_std', 'valid_acc_ci', 'final_valid_acc', 'final_gap', 'valid_loss_rise')
-TABLE_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'test_acc', 'test_acc_ci',
-                 'test_gain', 'n_seeds', 'why']
+# ablation.md/.csv: valid numbers only; the test set is scored once, for the final model (and the refit), in the notes
+TABLE_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'n_seeds', 'why']
 FINAL_FIELDS = ('opt', 'lr', 'wd', 'schedule', 'label_smoothing', 'augment', 'min_scale', 'mix', 'mix_until', 'ema',
                 'tta', 'tta_views', 'epochs', 'bs', 'size')
 
@@ -112,7 +113,7 @@ def greedy_ablation(recipe, train, say=print):
 
 def _gains(row, base):
     gain = lambda k: None if row.get(k) is None or base.get(k) is None else row[k] - base[k]
-    return dict(valid_gain=gain('valid_acc'), test_gain=gain('test_acc'))
+    return dict(valid_gain=gain('valid_acc'))
 
 
 def tta_row(rows, runs, base_name, recipe, scores):
@@ -122,13 +123,11 @@ def tta_row(rows, runs, base_name, recipe, scores):
     from .evaluate import tta_words  # here, not above: lab.evaluate imports the training code
     base = next(r for r in rows if r['name'] == base_name)
     chosen = runs[base_name]
-    valid, test = _values(scores, 'valid_acc_tta', None), _values(scores, 'test_acc_tta', None)
+    valid = _values(scores, 'valid_acc_tta', None)
     verdict = gain_verdict(valid, _values(scores, 'valid_acc', None), base['n_eval'], _pooled(runs))
     row = dict(name='tta', step=f"+ test-time augmentation: {tta_words(recipe)}", on=base_name, config=base['config'],
                params_M=base['params_M'], valid_acc=mean_std(valid)[0], valid_acc_std=mean_std(valid)[1],
-               valid_acc_ci=seed_interval(valid), n_eval=base['n_eval'], test_acc=mean_std(test)[0],
-               test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test), n_test=base.get('n_test'),
-               n_seeds=len(chosen), noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
+               valid_acc_ci=seed_interval(valid), n_eval=base['n_eval'], n_seeds=len(chosen), noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
                why=verdict['why'] + ' (evaluation only: no training)', train_acc=base['train_acc'],
                best_epoch=base['best_epoch'], source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)")
     row.update(_gains(row, base))

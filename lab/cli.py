@@ -16,6 +16,7 @@ import argparse, os, runpy, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
+from .io import check_out, error_line
 from .distributed import init_distributed
 from .machine import DEVICE_HELP, announce, select_device
 from .recipe import Recipe, describe_recipe, pick_profile, scale_to_profile
@@ -57,6 +58,7 @@ class Options:
     profile: str = 'full'
     model_overrides: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    caveats: list = field(default_factory=list)  # found while the stage is set up (e.g. --from other data)
 
 
 def parse_seeds(seeds):
@@ -275,7 +277,7 @@ def _main_thread():
 
 
 def _message(e):
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    text = error_line(e) if str(e).strip() else ''  # fastai's callback wrapper undone: the error itself shows
     if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, KeyError)) and text:
         return text.strip("'\"") if isinstance(e, KeyError) else text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -314,6 +316,7 @@ def script(body, flags=None, recipe=None, reads=None):
         p = parser()
         args = _parse(p, argv)
         with one_line_errors(args.debug):
+            if getattr(args, 'out', None): check_out(args.out)  # before any data is read or decoded
             if recipe is None: return body(args)
             init_distributed()  # under torchrun: one model trained by every process (DDP)
             _check_used(p, args, prog, reads)

@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from . import progress
 from .machine import cpu_threads, default_device, n_gpus, selected_device, worker_device
 from .distributed import barrier, is_distributed
-from .io import read_json
+from .io import error_line, read_json
 from .train import RunOptions, train_run
 
 __all__ = ['train_runs', 'resolve_jobs', 'RunsFailed']
@@ -31,7 +31,7 @@ def resolve_jobs(jobs, n_chains):
     return max(1, min(int(jobs), n_chains))
 
 
-def _one_line(e): return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+def _one_line(e): return f"{type(e).__name__}: {error_line(e) if str(e).strip() else ''}"  # fastai's wrapper undone
 
 
 def _chain(items):

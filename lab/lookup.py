@@ -7,6 +7,7 @@ one ran on other data. Stages hand each other a `Recipe` (`chosen_recipe`), neve
 from dataclasses import replace
 from pathlib import Path
 
+from .caveats import caveat
 from .io import read_json, same_json
 from .recipe import Recipe
 
@@ -83,8 +84,10 @@ def stage_choice(opts, stage, recipe):
     if opts.from_:
         summary = read_stage(opts.from_, stage)
         if not same_json(summary.get('data_key'), recipe.data_key()):
-            print(f"WARNING: --from {opts.from_} ran on other data, classes, split or profile "
-                  f"({key_difference(summary.get('data_key'), recipe.data_key())}); used because it was named")
+            text = caveat('other_data', path=opts.from_,
+                          difference=key_difference(summary.get('data_key'), recipe.data_key()))
+            print(f"WARNING: {text}")
+            opts.caveats.append(text)  # saved with the stage (`StageContext.caveats`)
     else: summary = latest_stage_summary(opts.out, stage, like=recipe)
     overrides = opts.model_overrides
     if summary is None:

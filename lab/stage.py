@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 from fastai.callback.schedule import minimum, slide, steep, valley
 
 from fastai_lab.data.locate import data_source
+from .caveats import caveat_notes, stage_caveats
 from .data.loaders import build_data, resolve_data
 from .distributed import is_distributed
 from .io import read_json, write_json
@@ -45,12 +46,12 @@ class StageContext:
 
     @property
     def caveats(self):
-        "What this stage's data cannot support (`lab.data.Data.caveats`): every table and summary repeats them."
-        return list((self.data_info or {}).get('caveats', []))
+        "What this stage's results cannot support (`lab.caveats.stage_caveats`): every table and summary repeats them."
+        return stage_caveats(self.recipe, self.data_info, self.seeds, getattr(self.opts, 'caveats', ()))
 
     def caveat_notes(self):
         "The caveats as the lines a table's notes end with ('' when there are none)."
-        return ''.join(f"\n\n**Caveat:** {c}." for c in self.caveats)
+        return caveat_notes(self.caveats)
 
     @property
     def folder(self): return self.stage.folder

@@ -24,12 +24,13 @@ from fastai.callback.mixup import CutMix, MixUp
 from fastai.torch_core import get_model
 
 from fastai_lab.arch.layers import count_params
+from .caveats import run_caveats
 from .checkpoint import Checkpoints, read_checkpoint, resume
 from .data.loaders import build_data
 from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .ingredients import TRAINING_ONLY, WeightEMA
-from .io import read_json, write_json
+from .io import read_json, write_json, write_text, writing
 from .learner import build_model, fit_recipe, make_learner, seed_everything, setup_torch
 from .machine import environment_info, machine_info
 from .progress import RunProgress
@@ -64,7 +65,7 @@ class MetricsCSV(Callback):
         if not is_rank0(): return
         row = dict(zip(self.names, [self.epoch, *self.recorder.values[-1]]))
         row['seconds'] = round(time.perf_counter() - self.t0, 3)
-        pd.DataFrame([row]).to_csv(self.path, mode='a', header=not self.path.exists(), index=False)
+        with writing(self.path): pd.DataFrame([row]).to_csv(self.path, mode='a', header=not self.path.exists(), index=False)
 
 
 class EpochLog(Callback):
@@ -105,13 +106,13 @@ def train_run(recipe, run_dir, options=RunOptions()):
     machine = machine_info(recipe.precision, getattr(data.dls, 'device', None))  # where and in what precision, and why
     config = dict(recipe=recipe.to_dict(), run=run_dir.name, model=describe_model(recipe), data=data.info,
                   params=n_params, trainable_params=n_trainable, precision=machine['precision_words'], machine=machine,
-                  environment=environment_info())
+                  environment=environment_info(), caveats=run_caveats(recipe, data.source, data.caveats))
     if is_rank0():
         if (run_dir / 'config.json').exists():
             if read_json(run_dir / 'config.json').get('recipe') != recipe.to_dict():
                 raise ValueError(f"{run_dir}: holds a run of another recipe; it is not overwritten")
         else: write_json(run_dir / 'config.json', config)
-        (run_dir / 'model.txt').write_text(f'{model}\n\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
+        write_text(run_dir / 'model.txt', f'{model}\n\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
     kept_states = stats + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]  # what last.pth keeps besides weights
     start, best, extra = resume(learn, run_dir, recipe, kept_states)
     learn.first_epoch = start
@@ -128,7 +129,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     history = load_history(run_dir)
     summary = _summary(history, recipe, monitor, kept['epoch'], n_params, n_trainable, wall, run_dir.name)
     summary.update({k: data.info[k] for k in ('n_train', 'n_valid', 'n_test')}, data_path=data.info['data_path'],
-                   bs=data.info['bs'], caveats=data.caveats)
+                   bs=data.info['bs'], caveats=run_caveats(recipe, data.source, data.caveats))
     if options.stats: summary.update(_save_stats(stats, run_dir, f"{run_dir.name} ({recipe.model.get('act')})"))
     plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else ('loss', 'iou', 'dice', 'pixel_acc'))
     seed_everything(recipe.seed)  # evaluation draws augmentations (TTA) and samples: the same ones every time

@@ -51,7 +51,7 @@ def run(recipe, opts):
                              info['n_train'], info['n_valid'], refit)
         print(cost + (f" ({ctx.recipe.profile} profile)" if ctx.recipe.profile == 'full' else
                       " (quick profile: it shows that the rows run; its numbers mean nothing)"), flush=True)
-        ablation_runs = RunOptions(test=True, figures=False, export=False)  # curves and test tables; no PNG test report
+        ablation_runs = RunOptions(test=False, figures=False, export=False)  # valid only: the test set is the final model's
         variants, rows = {}, []
         if ablation:
             planned = planned_runs(ctx.recipe, ablation, refit)  # at most: the time estimate counts them
@@ -62,7 +62,7 @@ def run(recipe, opts):
             rows, runs, base, base_recipe = greedy_ablation(ctx.recipe, train_row)
             with_tta = replace(base_recipe, tta=True, tta_views=ctx.recipe.tta_views)
             if ctx.recipe.tta:  # measured on the best row's kept checkpoints: no training
-                scores = [tta_scores(ctx.run_dir(base, s), replace(with_tta, seed=s)) for s in ctx.seeds]
+                scores = [tta_scores(ctx.run_dir(base, s), replace(with_tta, seed=s), ('valid',)) for s in ctx.seeds]
                 rows.append(tta_row(rows, runs, base, with_tta, scores))
             final = with_tta if ctx.recipe.tta and rows[-1]['kept'] == 'yes' else base_recipe
         else: base, final = None, ctx.recipe
@@ -72,6 +72,7 @@ def run(recipe, opts):
             variants['refit'] = replace(final, train_on_valid=True)
             rows.append(refit_row(variants['refit'], ctx.train({'refit': variants['refit']}, RunOptions(test=True))['refit']))
         headline, notes = final_notes(rows, final, ablation)
+        notes += ctx.caveat_notes()
         write_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in rows], ctx.folder, 'ablation', notes=notes,
                     title=f"Recipe ablation, greedy ({ctx.recipe.profile} profile, {len(ctx.seeds)} seed(s), "
                           f"{ctx.recipe.epochs} epochs)")

@@ -39,7 +39,7 @@ def run(recipe, opts):
         write_table([row], ctx.folder, title=f'Task 3.1: {recipe.size} px classifier', notes=(
             f"{conclusion}.\n\n{compare([row], 'valid_acc')['text']} Best epoch by valid accuracy "
             f"({EPOCHS_FROM_0}); test = the "
-            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)."))
+            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)." + ctx.caveat_notes()))
         print(f"{recipe.size} px classifier: {row['params_M']}M parameters, {conclusion}")
         return ctx.summary(f'Task 3.1: {recipe.size} px classifier', {'classifier128': recipe}, 'classifier128', [row],
                            conclusion, checkpoint=f'{best_run}/model.pth', image_size=recipe.size)

@@ -1,6 +1,6 @@
 """Trust, third pass: no silent change of the data (image modes, duplicated items) and every saved result carries
 its caveats; an unwritable --out and a failed write say what failed."""
-import errno, json
+import errno, json, re, shutil
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +119,107 @@ def test_a_moon_frame_reached_twice_is_refused(tmp_path):
     (render.parent / f'render{n}.png').write_bytes(render.read_bytes())
     with pytest.raises(ValueError, match=rf"frame {n} again"):
         moon_pairs(root)
+
+
+# ----- caveats: saved with the result they concern ----------------------------------------------------------------
+
+def _stage(out, name):
+    from fastai_lab.lookup import latest_stage_summary
+    s = latest_stage_summary(out, name)
+    return s, Path(s['path'])
+
+
+def test_a_stages_caveats_are_saved_in_its_summaries_and_tables(tiny_cli, tmp_path, capsys):
+    from fastai_lab.caveats import caveat
+    from fastai_lab.io import read_json
+    from scripts import stage2_baseline, stage3_1_channels, stage3_2_blocks
+    out = tmp_path / 'out'
+    stage2_baseline.main(tiny_cli())  # one seed, quick profile, generated data
+    stage, folder = _stage(out, 'stage2_baseline')
+    quick, generated, one = caveat('quick'), caveat('generated'), caveat('one_seed')
+    assert stage['caveats'] == [quick, generated, one]
+    table = (folder / 'table.md').read_text()
+    assert all(f"**Caveat:** {c}." in table for c in (quick, generated, one))
+    run = folder / 'baseline-seed0'
+    assert read_json(run / 'summary.json')['caveats'] == [quick, generated]  # a run has no seed noise of its own
+    assert read_json(run / 'config.json')['caveats'] == [quick, generated]
+    # two seeds: no one-seed caveat
+    stage2_baseline.main(tiny_cli('--seeds', '2', '--epochs', '1'))
+    assert one not in _stage(out, 'stage2_baseline')[0]['caveats']
+    # --from a stage on other classes: the console's warning is saved too
+    stage3_1_channels.main(tiny_cli('--classes', '2', '--epochs', '1'))
+    _, other = _stage(out, 'stage3_1_channels')
+    capsys.readouterr()
+    stage3_2_blocks.main(tiny_cli('--from', other, '--epochs', '1'))
+    said = [l for l in capsys.readouterr().out.splitlines() if l.startswith('WARNING: --from')]
+    stage, folder = _stage(out, 'stage3_2_blocks')
+    assert len(said) == 1 and said[0][len('WARNING: '):] in stage['caveats']
+    assert f"**Caveat:** {said[0][len('WARNING: '):]}." in (folder / 'table.md').read_text()
+    assert 'classes:' in said[0]
+
+
+def test_the_report_shows_each_sections_caveats(results, tmp_path):
+    from scripts import report
+    from fastai_lab.caveats import caveat
+    out = tmp_path / 'r'
+    shutil.copytree(results['out'], out, ignore=shutil.ignore_patterns('report', 'REPORT.*'))
+    report.main(['--out', str(out)])
+    text = (out / 'REPORT.md').read_text()
+    for c in (caveat('quick'), caveat('generated'), caveat('one_seed')):
+        assert f"> **Caveat:** {c}." in text
+
+
+def test_evaluate_saves_an_unfinished_runs_caveat_and_marks_a_test_on_request(tiny_cli, tmp_path):
+    import pandas as pd
+    from fastai_lab.caveats import caveat
+    from fastai_lab.io import read_json
+    from scripts import evaluate, stage2_baseline
+    stage2_baseline.main(tiny_cli())
+    _, folder = _stage(tmp_path / 'out', 'stage2_baseline')
+    run = folder / 'baseline-seed0'
+    # as if it had been killed after its first epoch of two
+    (run / 'summary.json').unlink()
+    pd.read_csv(run / 'metrics.csv').iloc[:1].to_csv(run / 'metrics.csv', index=False)
+    evaluate.main([str(run), '--out', str(tmp_path / 'ev'), '--no-figures'])
+    saved = read_json(tmp_path / 'ev' / 'evaluation.json')
+    unfinished = caveat('unfinished', done=1, epochs=2)
+    assert unfinished.startswith('unfinished run: 1 of 2 epochs trained')
+    assert saved['on_request'] is True
+    assert saved['caveats'] == [caveat('quick'), caveat('generated'), unfinished, caveat('on_request')]
+    table = (tmp_path / 'ev' / 'metrics.md').read_text()
+    assert '(on request: evaluate.py)' in table and all(f"**Caveat:** {c}." in table for c in saved['caveats'])
+
+
+# ----- --out that cannot be written; a write that fails mid-run ---------------------------------------------------
+
+def test_an_unwritable_out_is_refused_first_naming_the_flag(tiny_cli, tmp_path, capsys, monkeypatch):
+    from fastai_lab.data import loaders
+    from scripts import evaluate, stage2_baseline
+    monkeypatch.setattr(loaders, 'build_data', lambda *a, **k: pytest.fail('data read before --out was checked'))
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    for out, why in ((afile, 'a file, not a folder'), (afile / 'below', 'is a file, so no folder can be made')):
+        argv = [a if a != str(tmp_path / 'out') else str(out) for a in tiny_cli()]
+        for main, args in ((stage2_baseline.main, argv), (evaluate.main, [str(tmp_path), '--out', str(out)])):
+            with pytest.raises(SystemExit) as stop: main(args)
+            err = capsys.readouterr().err.strip()
+            assert stop.value.code == 2 and len(err.splitlines()) == 1, err
+            assert err.startswith(f"error: --out {out}: ") and why in err
+
+
+def test_a_failed_write_names_its_file_and_cause_and_leaves_no_stage_folder(tiny_cli, tmp_path, capsys, monkeypatch):
+    from fastai_lab import checkpoint
+    from scripts import stage2_baseline
+    stage2_baseline.main(tiny_cli('--epochs', '1', '--out', str(tmp_path / 'warm')))  # the data cache exists
+    def full(obj, f, *a, **k): raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(checkpoint.torch, 'save', full)
+    with pytest.raises(SystemExit) as stop: stage2_baseline.main(tiny_cli())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2
+    assert err[-1].startswith('error: ')
+    assert re.search(r"baseline-seed0/(model|last)\.pth: not written \(No space left on device\)", err[-1])
+    assert "in fastai's Checkpoints callback, after_epoch" in err[-1]
+    assert not (tmp_path / 'out').exists()  # no empty stage folder, nor the --out made for it
+
+
+# The ablation's test columns (none) and its one tested run: tests/test_scripts.py, on its stage 4 ablation run.
