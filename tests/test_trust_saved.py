@@ -77,6 +77,24 @@ def test_a_16_bit_png_trains_as_its_picture_in_the_tiny_imagenet_loader(tmp_path
     assert isinstance(img, RGBImage) and np.asarray(img)[..., 0].ravel().tolist() == list(range(256))
 
 
+
+def test_moon_renders_and_16_bit_masks_keep_their_values(tmp_path):
+    from fastai_lab.data.moon import load_mask, moon_dls, moon_pairs
+    from fastai_lab.data.synthetic import make_moon_like
+    root = make_moon_like(tmp_path / 'moon', n=3, width=24, height=16)
+    render, ground = moon_pairs(root)[0]
+    grey = np.asarray(Image.open(render).convert('L'))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(render)  # the same picture in 16 bits
+    mask = load_mask(ground)
+    Image.fromarray(mask.astype(np.uint16)).save(ground)  # 0/1 in 16 bits: still a 0/1 mask
+    assert Image.open(ground).mode == 'I;16' and np.array_equal(load_mask(ground), mask)
+    dls = moon_dls(root, size=16, bs=1, augment=False, valid_pct=0.34)
+    assert np.array_equal(np.asarray(RGBImage.create(render))[..., 0], grey)
+    assert all(isinstance(ds[j][0], RGBImage) for ds in (dls.train_ds, dls.valid_ds) for j in range(len(ds)))
+    Image.fromarray(mask.astype(np.uint16) * 65535).save(ground)  # 0/65535: not a scheme the lab knows; refused
+    with pytest.raises(ValueError, match=rf"^{ground}: grey mask with values 0..65535"):
+        load_mask(ground)
+
 # ----- duplicates -------------------------------------------------------------------------------------------------
 
 def test_repeated_annotation_lines_and_linked_files_count_once(tmp_path, capsys):
