@@ -62,11 +62,11 @@ from fastai_lab.losses import seg_loss
 from fastai_lab.machine import DEVICE_HELP, announce, loader_workers, resolve_precision, select_device
 from fastai_lab.recipe import PRECISIONS, SPEC, UNET, pick_profile, scale_to_profile
 from fastai_lab.tables import markdown_table, write_table
-from fastai_lab.machine import environment_info
+from fastai_lab.machine import environment_info, seed_everything
 from fastai_lab.results import stage_dir
 from fastai_lab.io import write_json
-from fastai_lab.learner import (TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, precision_callbacks, seed_everything,
-                         setup_torch)
+from fastai_lab.learner import TORCH_OPTIMIZERS, fit_recipe, make_learner, precision_callbacks, setup_torch
+from fastai_lab.models import build_model
 from fastai_lab.checkpoint import Checkpoints
 from fastai_lab.train import EpochLog, MetricsCSV
 

@@ -8,7 +8,7 @@ speed (epoch of the best result) and overfitting; all accuracy curves on one plo
 
 from fastai_lab.cli import script
 from fastai_lab.recipe import SPEC
-from fastai_lab.lookup import stage_choice
+from fastai_lab.stage import stage_choice
 from fastai_lab.comparisons import blocks_variants, run_resnet_stage
 
 RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.1
