@@ -55,6 +55,7 @@ class Row(_Row):
     why: str = UNSET
     source: str = UNSET
     valid_gain: float = UNSET
+    test_gain: float = UNSET        # summaries written before ablation rows became valid-only
     noise: float = UNSET
     test_values: list = UNSET       # the final row's per-seed test accuracies (taken out before the tables)
     extra: dict = field(default_factory=dict)
