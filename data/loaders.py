@@ -115,7 +115,7 @@ def build_data(recipe, device=None, say=True, in_memory=None):
     if recipe.task == 'classify':
         root, source = find_tiny_imagenet(recipe.data, quiet=True)
         splits = load_tiny_imagenet(root, classes=recipe.classes, valid_pct=recipe.valid_pct, seed=recipe.split_seed,
-                                    max_per_class=recipe.max_items)
+                                    max_per_class=recipe.max_items, say=say)
         n = len(splits.train) + len(splits.valid)
         in_memory = fits(n, recipe.size)
         _check_first(splits.train + splits.valid)

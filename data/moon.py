@@ -13,6 +13,7 @@ from PIL import Image
 from fastai.vision.all import (DataBlock, ImageBlock, IndexSplitter, ItemGetter, ItemTransform, MaskBlock, Normalize,
                                PILMask, Resize, ResizeMethod, imagenet_stats)
 
+from .images import SIXTEEN_BIT_MODES, RGBImage
 
 __all__ = ['CODES', 'mask_scheme', 'binarize_mask', 'load_mask', 'RockMask', 'moon_pairs', 'check_pair_sizes',
            'MoonSplits', 'moon_splits', 'moon_dls']
@@ -73,8 +74,10 @@ def binarize_mask(arr, large_only=False):
 def load_mask(path, large_only=False):
     "The mask file at `path`, binarised; errors name the file."
     with Image.open(path) as im:
-        # Palette and other modes would give indices or odd ranges, not the colours the schemes are defined on.
-        arr = np.asarray(im if im.mode in ('1', 'L', 'RGB', 'RGBA') else im.convert('RGB'))
+        # Palette and other modes would give indices or odd ranges, not the colours the schemes are defined on;
+        # 16/32-bit grey keeps its stored values (convert would clip them), so a 0/65535 mask is refused, not clipped.
+        raw = im.mode in ('1', 'L', 'RGB', 'RGBA', 'I', 'F') or im.mode in SIXTEEN_BIT_MODES
+        arr = np.asarray(im if raw else im.convert('RGB'))
     try: return binarize_mask(arr, large_only)
     except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
@@ -83,7 +86,13 @@ def _frames(folder, prefix):
     "{frame number: path} of `<prefix>NNNN.png` files in `folder`."
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder (expected {prefix}NNNN.png files)")
     pat = re.compile(rf'{prefix}(\d+)\.png', re.I)
-    return {int(m[1]): p for p in folder.iterdir() if (m := pat.fullmatch(p.name))}
+    frames = {}
+    for p in sorted(folder.iterdir()):
+        if not (m := pat.fullmatch(p.name)): continue
+        if int(m[1]) in frames:  # e.g. render7.png and render0007.png: one frame reached twice
+            raise ValueError(f"{p}: frame {int(m[1])} again, as {frames[int(m[1])].name} is (expected one file a frame)")
+        frames[int(m[1])] = p
+    return frames
 
 
 def moon_pairs(root):
@@ -158,7 +167,7 @@ def moon_dls(source, size=128, bs=8, valid_pct=0.2, test_pct=0.0, seed=42, augme
     splits = source if isinstance(source, MoonSplits) else moon_splits(source, valid_pct, test_pct, seed, max_items)
     aug = augment_tfms({True: 'seg', False: 'none'}.get(augment, augment), size=size)
     items = splits.train + splits.valid
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=CODES)),
+    block = DataBlock(blocks=(ImageBlock(RGBImage), MaskBlock(codes=CODES)),
                       get_x=ItemGetter(0), get_y=RockMask(large_only),
                       splitter=IndexSplitter(range(len(splits.train), len(items))),
                       item_tfms=Resize(size, method=ResizeMethod.Squish),

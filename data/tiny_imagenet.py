@@ -4,16 +4,17 @@ Layout: ``wnids.txt``, ``words.txt``, ``train/<wnid>/images/*.JPEG``, ``val/imag
 The official test split has no labels, so the official train folder is split (stratified, seeded) into
 train/valid and the official **val** split is used as the **test** set.
 """
-import zlib
+import os, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms import ToTensor
 from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, ItemGetter, ItemTransform,
                                Normalize, Resize, ResizeMethod, imagenet_stats)
+
+from .images import RGBImage, open_rgb
 
 __all__ = ['read_wnids', 'read_words', 'class_names', 'parse_classes', 'TinySplits', 'load_tiny_imagenet',
            'valid_idxs', 'TinyImageNetDataset', 'tiny_imagenet_dls', 'test_dl']
@@ -76,15 +77,34 @@ def _class_images(root, wnid):
 
 
 def _read_annotations(root):
-    "Official val split as (path, wnid) pairs, in file order."
+    """Official val split as (path, wnid) pairs, in file order, each image once, and how many repeated lines were
+    dropped. An image listed twice with two classes is refused, naming both lines."""
     ann = _need(root/'val'/'val_annotations.txt', 'filename<TAB>wnid<TAB>box lines for val/images')
-    rows = []
+    rows, seen, repeated = [], {}, 0
     for i, line in enumerate(ann.read_text().splitlines(), 1):  # splitlines: some copies have CRLF lines
         if not line.strip(): continue
         parts = line.split('\t')
         if len(parts) < 2: raise ValueError(f"{ann}, line {i}: {line!r} (expected filename<TAB>wnid<TAB>boxes)")
-        rows.append((root/'val'/'images'/parts[0].strip(), parts[1].strip()))
-    return rows
+        path, wnid = root/'val'/'images'/parts[0].strip(), parts[1].strip()
+        key = os.path.realpath(path)  # the same file reached by two names (e.g. a symlink) counts once too
+        if key in seen:
+            first, had = seen[key]
+            if had != wnid: raise ValueError(f"{ann}, line {i}: {parts[0].strip()} labelled {wnid}, but line {first} "
+                                             f"labelled the same image {had} (expected one class per image)")
+            repeated += 1
+            continue
+        seen[key] = (i, wnid)
+        rows.append((path, wnid))
+    return rows, repeated
+
+
+def _distinct(files):
+    "`files` without those that are the same file as an earlier one (symlinks, hard links), and how many were dropped."
+    seen, kept = set(), []
+    for f in files:
+        st = f.stat()
+        if (st.st_dev, st.st_ino) not in seen: seen.add((st.st_dev, st.st_ino)); kept.append(f)
+    return kept, len(files) - len(kept)
 
 
 def parse_classes(spec, listed, source='wnids.txt'):
@@ -108,14 +128,16 @@ def parse_classes(spec, listed, source='wnids.txt'):
     return wnids
 
 
-def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, max_per_class=None, classes=None):
+def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, max_per_class=None, classes=None,
+                       say=True):
     """Item lists of `n_classes` classes (the first ones of wnids.txt, or the explicit `wnids`, or the --classes
     value `classes`, see `parse_classes`).
 
     train/valid: seeded stratified split of ``train/`` (`valid_pct` of each class to valid).
     test: the official ``val/`` split, because the official test split has no labels.
     `max_per_class` caps the images per class (train, before the split, and test): the quick profile.
-    Images are not opened here; unreadable files fail in `TinyImageNetDataset` / the DataLoaders, naming the file."""
+    Images are not opened here; unreadable files fail in `TinyImageNetDataset` / the DataLoaders, naming the file.
+    Every image counts once: repeated annotation lines and files reached twice are dropped (`say`: with a notice)."""
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder (expected Tiny ImageNet: wnids.txt, "
                                                   f"words.txt, train/, val/)")
@@ -130,24 +152,40 @@ def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, m
     if unknown: raise ValueError(f"unknown wnids {unknown}: not in {root/'wnids.txt'}")
     if len(set(wnids)) < len(wnids): raise ValueError(f"wnids {wnids}: each class may appear only once")
     cap = slice(max_per_class)
-    train, valid = [], []
+    train, valid, dropped = [], [], 0
     for label, wnid in enumerate(wnids):
-        files = _class_images(root, wnid)[cap]
+        files, twice = _distinct(_class_images(root, wnid))
+        files, dropped = files[cap], dropped + twice
         # A class's split depends only on (seed, wnid), not on which other classes were picked.
         v = set(valid_idxs(len(files), valid_pct, np.random.default_rng([seed, zlib.crc32(wnid.encode())])))
         for i, f in enumerate(files): (valid if i in v else train).append((f, label))
     label_of, per_class = {w: i for i, w in enumerate(wnids)}, {w: 0 for w in wnids}
     test = []
-    for path, wnid in _read_annotations(root):
+    annotated, repeated = _read_annotations(root)
+    for path, wnid in annotated:
         if wnid not in label_of or (max_per_class is not None and per_class[wnid] >= max_per_class): continue
         per_class[wnid] += 1
         test.append((path, label_of[wnid]))
     missing = [str(p) for p, _ in test if not p.exists()]
     if missing: raise FileNotFoundError(f"{len(missing)} test images named in {root/'val'/'val_annotations.txt'} "
                                         f"are missing, e.g. {missing[:5]}")
+    twice = _reached_twice(train + valid, test, root)
+    if twice: raise ValueError(twice)
+    if say and (dropped or repeated):
+        print(f"NOTICE: {root}: dropped {repeated} repeated line(s) of val/val_annotations.txt and {dropped} train "
+              f"file(s) that are the same file as another; every image is counted once")
     notes = (f"test = official val (the official test split has no labels); train/valid = stratified split of "
              f"official train, valid_pct={valid_pct}, seed={seed}")
     return TinySplits(root, wnids, class_names(wnids, read_words(root)), train, valid, test, notes)
+
+
+def _reached_twice(seen, test, root):
+    "Why the test set is not held out when one of its files is a train/valid file too (a link), else ''."
+    ids = {(st.st_dev, st.st_ino): p for p in (p for p, _ in seen) for st in [p.stat()]}
+    both = [(p, ids[(st.st_dev, st.st_ino)]) for p, _ in test for st in [p.stat()] if (st.st_dev, st.st_ino) in ids]
+    if not both: return ''
+    return (f"{root/'val'/'val_annotations.txt'}: {len(both)} test image(s) are train/valid files too, e.g. "
+            f"{both[0][0]} is {both[0][1]} (expected a held-out test set)")
 
 
 class TinyImageNetDataset(torch.utils.data.Dataset):
@@ -170,8 +208,7 @@ class TinyImageNetDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        try:
-            with Image.open(path) as im: img = im.convert('RGB')
+        try: img = open_rgb(path)
         except OSError as e: raise OSError(f"{path}: cannot read the image ({e})") from e
         return self.transform(img), label
 
@@ -195,7 +232,7 @@ def tiny_imagenet_dls(splits, size=64, bs=128, augment='light', train_on_valid=F
     from .augment import augment_tfms
     aug = augment_tfms({True: 'light', False: 'none'}.get(augment, augment), size=size, min_scale=min_scale)
     train = splits.train + (splits.valid if train_on_valid else [])
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=splits.names, sort=False)),
+    block = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=splits.names, sort=False)),
                       get_x=ItemGetter(0), get_y=ClassName(splits.names),
                       splitter=IndexSplitter(range(len(train), len(train) + len(splits.valid))),
                       item_tfms=Resize(size, method=ResizeMethod.Squish),

@@ -9,7 +9,8 @@ first 80% of the epochs only, a weight EMA). Each one is tried on the base (the 
 a row that is not kept says why, and later rows are built without it. Test-time augmentation is measured last, on the
 base's own runs (no training). The final model is the base's recipe, with TTA when it was kept, trained on train with
 its best epoch by valid accuracy kept (T2.11); `--refit` adds the same recipe trained on train + valid as an extra row,
-never the headline. Every choice is made on valid accuracy; test accuracy is only reported.
+never the headline. Every choice is made on valid accuracy, and only valid numbers are shown for the ablation rows:
+the test set is scored once, for the final model (and the refit).
 """
 from dataclasses import replace
 from pathlib import Path
@@ -111,24 +112,23 @@ def greedy_ablation(recipe, train, say=print):
 
 def _gains(row, base):
     gain = lambda a, b: None if a is None or b is None else a - b
-    return dict(valid_gain=gain(row.valid_acc, base.valid_acc), test_gain=gain(row.test_acc, base.test_acc))
+    return dict(valid_gain=gain(row.valid_acc, base.valid_acc))
 
 
 def tta_row(rows, runs, base_name, recipe, scores):
     """The test-time augmentation row: `recipe` (the base row's, with the stage's TTA) measured on the base row's own
-    runs, `scores` (one per seed: `lab.evaluate.tta_scores` of its kept checkpoint); kept by the same rule as the
+    runs, `scores` (one per seed: `lab.saved.tta_scores` of its kept checkpoint); kept by the same rule as the
     training rows, against the same checkpoints without TTA."""
     from .evaluate import tta_words  # here, not above: lab.evaluate imports the training code
     base = next(r for r in rows if r.name == base_name)
     chosen = runs[base_name]
     scores = [Evaluation.of(s) for s in scores]
-    valid, test = [s.valid_acc_tta for s in scores], [s.test_acc_tta for s in scores]
+    valid = [s.valid_acc_tta for s in scores]
     verdict = gain_verdict(valid, [s.valid_acc for s in scores], base.n_eval, _pooled(runs))
     row = Row.from_dict(dict(  # the columns in this order (summary.json's 'rows' as before)
         name='tta', step=f"+ test-time augmentation: {tta_words(recipe)}", on=base_name, config=base.config,
         params_M=base.params_M, valid_acc=mean_std(valid)[0], valid_acc_std=mean_std(valid)[1],
-        valid_acc_ci=seed_interval(valid), n_eval=base.n_eval, test_acc=mean_std(test)[0],
-        test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test), n_test=base.n_test, n_seeds=len(chosen),
+        valid_acc_ci=seed_interval(valid), n_eval=base.n_eval, n_seeds=len(chosen),
         noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
         why=verdict['why'] + ' (evaluation only: no training)', train_acc=base.train_acc, best_epoch=base.best_epoch,
         source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)"))

@@ -16,6 +16,7 @@ import argparse, os, runpy, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
 
 from .distributed import init_distributed
+from .io import check_out, error_line
 from .flags import RUNTIME_HELP, Parser, _check_used, _options, recipe_flags, resolve_recipe, runtime_flags
 from .machine import announce, select_device
 from .recipe import describe_recipe
@@ -57,7 +58,7 @@ def _main_thread():
 
 
 def _message(e):
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    text = error_line(e) if str(e).strip() else ''  # fastai's callback wrapper undone: the error itself shows
     if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError, KeyError)) and text:
         return text.strip("'\"") if isinstance(e, KeyError) else text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -96,6 +97,7 @@ def script(body, flags=None, recipe=None, reads=None):
         p = parser()
         args = _parse(p, argv)
         with one_line_errors(args.debug):
+            if getattr(args, 'out', None): check_out(args.out)  # before any data is read or decoded
             if recipe is None: return body(args)
             if args.dist_timeout <= 0: raise ValueError(f"--dist-timeout {args.dist_timeout:g}: expected minutes > 0")
             init_distributed(args.dist_timeout)  # under torchrun: one model trained by every process (DDP)

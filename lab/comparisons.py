@@ -66,7 +66,7 @@ def run_resnet_stage(opts, stage_name, recipe, variants, title, chosen_from=None
                     f"Data: {r.data} ({len(r.classes.split(','))} classes, {rows[0].n_eval} valid images); "
                     f"profile {r.profile}; seeds {ctx.seeds}; {r.epochs} epochs; valid = best epoch ({EPOCHS_FROM_0}); "
                     f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict.")
-        write_table(rows, ctx.folder, title=title, notes=analysis)
+        write_table(rows, ctx.folder, title=title, notes=analysis + ctx.caveat_notes())
         print(f"\n{title}\n{analysis}")
         return ctx.summary(title, chosen, verdict['best'], [r.to_dict() for r in rows], verdict['text'],
                            significant=verdict['significant'], analysis=analysis, chosen_from=chosen_from)

@@ -49,6 +49,7 @@ class Options:
     profile: str = 'full'
     model_overrides: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    caveats: list = field(default_factory=list)  # found while the stage is set up (e.g. --from other data)
 
 
 def parse_seeds(seeds):

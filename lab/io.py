@@ -4,12 +4,13 @@ Every file a reader may open while it is being written (summaries, checkpoints, 
 `atomic_write`: the bytes land in a temporary file beside the target, which then replaces it in one step, so a
 reader, or a kill mid-write, never sees half a file.
 """
-import json, math, os
+import json, math, os, re
 from contextlib import contextmanager
 from dataclasses import is_dataclass
 from pathlib import Path
 
-__all__ = ['atomic_write', 'write_text', 'write_json', 'read_json', 'json_safe', 'same_json']
+__all__ = ['atomic_write', 'write_text', 'write_json', 'read_json', 'json_safe', 'same_json', 'check_out', 'writing',
+           'error_line']
 
 
 @contextmanager
@@ -18,10 +19,25 @@ def atomic_write(path):
     path = Path(path)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with writing(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
+
+
+@contextmanager
+def writing(path):
+    """A failed write inside names `path`: an OSError (a full disk, a read-only folder) or torch's RuntimeError of
+    a failed write becomes OSError('<path>: not written (<reason>)'), the original as its cause."""
+    try: yield
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and 'write' not in str(e).lower(): raise
+        if str(path) in str(e): raise
+        why = os.strerror(e.errno) if getattr(e, 'errno', None) else _first_line(e)
+        error = OSError(f"{path}: not written ({why})")
+        error.errno = getattr(e, 'errno', None)
+        raise error from e
 
 
 def write_text(path, text):
@@ -59,3 +75,42 @@ def read_json(path):
 def same_json(a, b):
     "Whether `a` and `b` are equal once written as JSON (tuples and lists alike, key order aside)."
     return json.dumps(json_safe(a), sort_keys=True) == json.dumps(json_safe(b), sort_keys=True)
+
+
+def check_out(path, flag='--out'):
+    """A ValueError naming `flag` when `path` cannot hold results: a file, below a file, or in a folder this user
+    may not write. Checked before anything is read or decoded; nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir(): raise ValueError(f"{flag} {path}: a file, not a folder (expected a "
+                                                             f"folder to write the results into)")
+    there = path
+    while not there.exists() and there != there.parent: there = there.parent
+    if not there.is_dir(): raise ValueError(f"{flag} {path}: {there} is a file, so no folder can be made below it")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {there} is not writable by this user (expected a folder to write into)")
+    return path
+
+
+_FASTAI_WRAP = re.compile(r"Exception occured in `(\w+)` when calling event `(\w+)`:\s*(.*)", re.S)
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+def error_line(e):
+    """One line for the error `e`, with what it wraps: fastai rewrites an error raised in a callback into "Exception
+    occured in `Checkpoints` when calling event `after_epoch`:" and the original's first argument (for a 2-argument
+    OSError its bare errno), so the original message (or its errno's words and file) is put back, with the callback
+    after it; a cause (`__cause__`/`__context__`) that says more is appended."""
+    text = str(e).strip()
+    m, where = _FASTAI_WRAP.match(text), ''
+    if m: text, where = m[3].strip(), f" (in fastai's {m[1]} callback, {m[2]})"
+    line = text.splitlines()[0].strip() if text else ''
+    if isinstance(e, OSError) and e.strerror and (not line or line.lstrip('-').isdigit()):
+        line = f"{e.filename + ': ' if e.filename else ''}{e.strerror}"
+    cause = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    if cause is not None and getattr(cause, 'strerror', None) and cause.strerror not in line:
+        line += f" ({type(cause).__name__}: {cause.strerror})"
+    return (line or type(e).__name__) + where

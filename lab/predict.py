@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.images import check_image
+from .data.images import check_image, open_rgb
 from .io import read_json
 
 __all__ = ['IMAGE_SUFFIXES', 'check_run_dir', 'run_task', 'image_files', 'check_image', 'load_exported',
@@ -112,10 +112,12 @@ def load_exported(run_dir):
 
 def _outputs(learn, files):
     "The model's raw outputs for `files`, through the exported inference pipeline (resize, normalise), on the CPU."
-    dl = learn.dls.test_dl([(str(f),) for f in files])
-    outs = []
-    with torch.no_grad():
-        for batch in dl: outs.append(learn.model(batch[0]).float().cpu())
+    outs, step = [], learn.dls.bs or 64
+    # Opened here through `open_rgb`, a batch at a time: an export.pkl made before `RGBImage` would clip 16-bit files.
+    for i in range(0, len(files), step):
+        dl = learn.dls.test_dl([(open_rgb(f),) for f in files[i:i + step]])
+        with torch.no_grad():
+            for batch in dl: outs.append(learn.model(batch[0]).float().cpu())
     return torch.cat(outs).as_subclass(torch.Tensor)
 
 
@@ -148,7 +150,7 @@ def predict_masks(learn, files, threshold=0.5, sizes=None):
 def overlay_mask(image_path, mask, colour=(255, 40, 0), alpha=0.5):
     "The image at `image_path` (RGB) with the pixels where `mask` > 0 tinted by `colour`, as a PIL image."
     from PIL import Image
-    with Image.open(image_path) as im: rgb = np.asarray(im.convert('RGB'), dtype=np.float32)
+    rgb = np.asarray(open_rgb(image_path), dtype=np.float32)
     hit = mask > 0
     rgb[hit] = (1 - alpha) * rgb[hit] + alpha * np.asarray(colour, dtype=np.float32)
     return Image.fromarray(rgb.round().clip(0, 255).astype(np.uint8))

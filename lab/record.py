@@ -173,5 +173,6 @@ class Evaluation(_Scores):
     valid_pixel_acc: float = UNSET
     n_test_scored: int = UNSET
     note: str = UNSET
+    on_request: bool = UNSET    # every evaluate.py result: scored when asked, not by the run's own stage
     caveats: list = UNSET
     extra: dict = field(default_factory=dict)

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .distributed import broadcast_path, dist_rank, is_rank0
-from .io import json_safe, read_json, same_json, write_json
+from .io import error_line, json_safe, read_json, same_json, write_json
 
 __all__ = ['Stage', 'StageMismatch', 'stage_dir', 'run_name', 'variant_of']
 
@@ -84,7 +84,7 @@ class Stage:
     def __init__(self, opts, name, key):
         self.opts, self.name, self.key = opts, name, json_safe(key)
         self.root = Path(opts.out) / name
-        self.folder, self.runs_folder, self.done, self.resumed = None, None, None, False
+        self.folder, self.runs_folder, self.done, self.resumed, self.made = None, None, None, False, []
 
     # -- opening -------------------------------------------------------------------------------------------------
     def _find_resumable(self):
@@ -116,6 +116,7 @@ class Stage:
                 print(f"{self.name}: resuming {self.folder} ({len(kept)} finished run(s) kept: {', '.join(kept) or '-'})")
             else:
                 if self.opts.resume: print(f"{self.name}: nothing unfinished to resume under {self.root}; starting anew")
+                self.made = [p for p in (self.root, *self.root.parents) if not p.exists()]  # innermost first
                 self.root.mkdir(parents=True, exist_ok=True)
                 self.folder = self.root / _stamp(self.root)
                 self.folder.mkdir()
@@ -163,9 +164,14 @@ class Stage:
                        for p in self.folder.iterdir() if p.is_dir())
         if not has_work and not self.resumed:
             shutil.rmtree(self.folder, ignore_errors=True)  # nothing was trained: leave nothing behind
+            for p in self.made:  # nor the <out>/<stage>/ folders this invocation made
+                try: p.rmdir()
+                except OSError: break  # not empty (another invocation wrote there meanwhile): kept
             return False
         status = 'interrupted' if issubclass(kind, KeyboardInterrupt) else 'failed'
-        self._write_state(status, error=str(error).splitlines()[0] if str(error) else kind.__name__)
+        try: self._write_state(status, error=error_line(error) if str(error) else kind.__name__)
+        except OSError as e:  # e.g. the full disk that stopped the run: its own error is the one to show
+            print(f"{self.folder / 'stage.json'}: status {status} not recorded ({error_line(e)})", file=sys.stderr)
         print(f"{self.name} {status}: its finished runs are kept in {self.folder} "
               f"({', '.join(self.finished_runs()) or 'none finished; an interrupted run can continue'}); "
               f"rerun the same command with --resume to continue", file=sys.stderr)

@@ -55,7 +55,7 @@ class Row(_Row):
     why: str = UNSET
     source: str = UNSET
     valid_gain: float = UNSET
-    test_gain: float = UNSET
+    test_gain: float = UNSET        # summaries written before ablation rows became valid-only
     noise: float = UNSET
     test_values: list = UNSET       # the final row's per-seed test accuracies (taken out before the tables)
     extra: dict = field(default_factory=dict)
@@ -64,8 +64,8 @@ class Row(_Row):
 STAT_COLUMNS = ('dead_share', 'act_std_last', 'grad_first_over_last')
 # a row's numbers that rest on the valid images being held out (None for the refit row)
 HELD_OUT = ('valid_acc', 'valid_acc_std', 'valid_acc_ci', 'final_valid_acc', 'final_gap', 'valid_loss_rise')
-ABLATION_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'test_acc', 'test_acc_ci',
-                    'test_gain', 'n_seeds', 'why']
+# ablation.md/.csv: valid numbers only; the test set is scored once, for the final model (and the refit), in the notes
+ABLATION_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'n_seeds', 'why']
 
 
 def classifier_row(name, recipe, runs):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .caveats import caveat, caveat_notes, merged, run_caveats
 from .data.loaders import build_data
 from .distributed import on_rank0
 from .evaluate import _accuracy, evaluate_run, predictions, seg_scores
@@ -23,21 +24,21 @@ from .tables import markdown_table
 __all__ = ['tta_scores', 'evaluate_saved_run']
 
 
-def tta_scores(run_dir, recipe):
-    """Valid and test accuracy of a finished classifier run's kept checkpoint (model.pth), one pass and with
-    `recipe`'s test-time augmentation: an `Evaluation` of valid_acc(_tta), test_acc(_tta), n_valid, n_test.
-    Stage 4 measures TTA this way on its best row only; nothing is written. Under torchrun rank 0 scores alone, on
-    the whole split, and every rank gets its numbers (`lab.distributed.on_rank0`)."""
-    return on_rank0(lambda: _tta_scores(run_dir, recipe))
+def tta_scores(run_dir, recipe, splits=('valid', 'test')):
+    """Accuracy on `splits` of a finished classifier run's kept checkpoint (model.pth), one pass and with `recipe`'s
+    test-time augmentation: an `Evaluation` of valid_acc(_tta), n_valid, and the same for test. Stage 4 measures TTA
+    this way on its best row only, on valid alone (the test set is the final model's); nothing is written. Under
+    torchrun rank 0 scores alone, on the whole split, and every rank gets its numbers (`lab.distributed.on_rank0`)."""
+    return on_rank0(lambda: _tta_scores(run_dir, recipe, splits))
 
 
-def _tta_scores(run_dir, recipe):
+def _tta_scores(run_dir, recipe, splits):
     model, _ = load_run_model(run_dir)
     seed_everything(recipe.seed)  # fastai's learn.tta draws augmentations: the same ones every time
     data = build_data(recipe, say=False)
     learn = make_learner(recipe, model, data.dls)
     out = Evaluation()
-    for split, dl in (('valid', data.dls.valid), ('test', data.test_dl())):
+    for split, dl in [(s, data.dls.valid if s == 'valid' else data.test_dl()) for s in splits]:
         p = predictions(learn, dl, recipe)
         out.update(**{f'{split}_acc': _accuracy(p['plain'], p['targets']), f'{split}_acc_tta': _accuracy(p['tta'], p['targets']),
                     f'n_{split}': len(p['targets'])})
@@ -53,9 +54,9 @@ def evaluate_saved_run(run_dir, folder, data=None, figures=True):
     and on the real frame(s) when there are any, with prediction figures. Writes evaluation.json and metrics.md;
     returns the numbers."""
     run = check_run_dir(run_dir, 'model.pth')
-    if not (run / 'summary.json').is_file():
-        print(f"NOTICE: {run} is unfinished: evaluating its best checkpoint so far")
     model, recipe = load_run_model(run)
+    late = _saved_run_caveats(run, recipe)
+    for text in late: print(f"NOTICE: {text}")
     if data: recipe = replace(recipe, data=str(Path(data).resolve()))
     if recipe.data and not Path(recipe.data).exists():
         raise FileNotFoundError(f"{recipe.data}: the data folder of {run} (named by the recipe in its model.pth) is not "
@@ -77,16 +78,31 @@ def evaluate_saved_run(run_dir, folder, data=None, figures=True):
     out.update(**evaluate_run(learn, data_, recipe, folder, test=True, figures=figures, real_pair=True))
     if recipe.task == 'classify' and out.has('n'): out.update(n_test_scored=out.drop('n'))
     if recipe.train_on_valid: out.update(note='trained on train + valid: its valid numbers are not held out')
-    if data_.caveats: out.update(caveats=data_.caveats)
+    out.update(on_request=True, caveats=merged(run_caveats(recipe, data_.source, data_.caveats), late))
     trained = RunRecord.read(run) if (run / 'summary.json').is_file() else RunRecord()
     write_json(folder / 'evaluation.json', dict(out.to_dict(), recipe=recipe.to_dict(), data_info=data_.info,
                                                 trained_summary=_trained_summary(trained),
                                                 environment=environment_info()))
-    rows = pd.DataFrame([{'metric': k, 'value': v} for k, v in out.to_dict().items() if isinstance(v, (int, float))])
-    (folder / 'metrics.md').write_text(f"# Evaluation of {run}\n\nData: {data_.root} ({data_.source}); "
-                                       f"checkpoint: model.pth (recipe inside it).\n\n" + markdown_table(rows) +
-                                       (f"\n{out.note}\n" if out.note else '') +
-                                       ''.join(f"\n**Caveat:** {c}.\n" for c in data_.caveats))
+    rows = pd.DataFrame([{'metric': k, 'value': v} for k, v in out.to_dict().items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)])
+    (folder / 'metrics.md').write_text(f"# Evaluation of {run} (on request: evaluate.py)\n\nData: {data_.root} "
+                                       f"({data_.source}); checkpoint: model.pth (recipe inside it).\n\n"
+                                       + markdown_table(rows) + (f"\n{out.note}\n" if out.note else '')
+                                       + caveat_notes(out.caveats) + '\n')
+    return out
+
+
+def _saved_run_caveats(run, recipe):
+    """What evaluating the run folder `run` again cannot support: an unfinished run (fewer epochs in its metrics.csv
+    than its recipe's), and a test score of a classifier run whose training did not test it (an ablation row, a
+    comparison variant): the lab's one test evaluation is the final model's."""
+    out, finished = [], (run / 'summary.json').is_file()
+    if not finished:
+        done = len(pd.read_csv(run / 'metrics.csv')) if (run / 'metrics.csv').is_file() else 0
+        out.append(caveat('unfinished', done=done, epochs=recipe.epochs))
+    tested = (RunRecord.read(run).has('test_acc') if finished
+              else run.name.split('-seed')[0] in ('final', 'refit', 'classifier128'))
+    if recipe.task == 'classify' and not tested: out.append(caveat('on_request'))
     return out
 
 

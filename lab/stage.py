@@ -23,9 +23,10 @@ from fastai.callback.schedule import minimum, slide, steep, valley
 
 from fastai_lab.data.locate import data_source
 from . import progress
+from .caveats import caveat, caveat_notes, stage_caveats
 from .data.loaders import build_data, resolve_data
 from .distributed import barrier, check_shards, is_distributed
-from .io import read_json, same_json, write_json
+from .io import error_line, read_json, same_json, write_json
 from .learner import make_learner, setup_torch
 from .models import build_model
 from .lookup import chosen_recipe, key_difference, latest_stage_summary, read_stage
@@ -63,12 +64,12 @@ class StageContext:
 
     @property
     def caveats(self):
-        "What this stage's data cannot support (`lab.data.Data.caveats`): every table and summary repeats them."
-        return list((self.data_info or {}).get('caveats', []))
+        "What this stage's results cannot support (`lab.caveats.stage_caveats`): every table and summary repeats them."
+        return stage_caveats(self.recipe, self.data_info, self.seeds, getattr(self.opts, 'caveats', ()))
 
     def caveat_notes(self):
         "The caveats as the lines a table's notes end with ('' when there are none)."
-        return ''.join(f"\n\n**Caveat:** {c}." for c in self.caveats)
+        return caveat_notes(self.caveats)
 
     @property
     def folder(self): return self.stage.folder
@@ -153,8 +154,10 @@ def stage_choice(opts, stage, recipe):
     if opts.from_:
         summary = read_stage(opts.from_, stage)
         if not same_json(summary.get('data_key'), recipe.data_key()):
-            print(f"WARNING: --from {opts.from_} ran on other data, classes, split or profile "
-                  f"({key_difference(summary.get('data_key'), recipe.data_key())}); used because it was named")
+            text = caveat('other_data', path=opts.from_,
+                          difference=key_difference(summary.get('data_key'), recipe.data_key()))
+            print(f"WARNING: {text}")
+            opts.caveats.append(text)  # saved with the stage (`StageContext.caveats`)
     else: summary = latest_stage_summary(opts.out, stage, like=recipe)
     overrides = opts.model_overrides
     if summary is None:
@@ -183,7 +186,7 @@ def resolve_jobs(jobs, n_chains):
     return max(1, min(int(jobs), n_chains))
 
 
-def _one_line(e): return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+def _one_line(e): return f"{type(e).__name__}: {error_line(e) if str(e).strip() else ''}"  # fastai's wrapper undone
 
 
 def _chain(items):

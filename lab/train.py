@@ -25,12 +25,13 @@ from fastai.callback.mixup import CutMix, MixUp
 from fastai.torch_core import get_model
 
 from fastai_lab.arch.layers import count_params
+from .caveats import run_caveats
 from .checkpoint import Checkpoints, read_checkpoint, resume
 from .data.loaders import build_data
 from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .ingredients import TRAINING_ONLY, WeightEMA
-from .io import read_json, write_json
+from .io import read_json, write_json, write_text, writing
 from .learner import fit_recipe, make_learner, model_summary, setup_torch
 from .models import build_model
 from .machine import environment_info, machine_info, seed_everything
@@ -69,7 +70,7 @@ class MetricsCSV(Callback):
         if not is_rank0(): return
         row = dict(zip(self.names, [self.epoch, *self.recorder.values[-1]]))
         row['seconds'] = round(time.perf_counter() - self.t0, 3)
-        pd.DataFrame([row]).to_csv(self.path, mode='a', header=not self.path.exists(), index=False)
+        with writing(self.path): pd.DataFrame([row]).to_csv(self.path, mode='a', header=not self.path.exists(), index=False)
 
 
 class EpochLog(Callback):
@@ -110,14 +111,14 @@ def train_run(recipe, run_dir, options=RunOptions()):
     machine = machine_info(recipe.precision, getattr(data.dls, 'device', None))  # where and in what precision, and why
     config = dict(recipe=recipe.to_dict(), run=run_dir.name, model=describe_model(recipe), data=data.info,
                   params=n_params, trainable_params=n_trainable, precision=machine['precision_words'], machine=machine,
-                  environment=environment_info())
+                  environment=environment_info(), caveats=run_caveats(recipe, data.source, data.caveats))
     summary_text = model_summary(learn, recipe.size)  # on every rank: under DDP its get_preds gathers (all_gather)
     if is_rank0():
         if (run_dir / 'config.json').exists():
             if read_json(run_dir / 'config.json').get('recipe') != recipe.to_dict():
                 raise ValueError(f"{run_dir}: holds a run of another recipe; it is not overwritten")
         else: write_json(run_dir / 'config.json', config)
-        (run_dir / 'model.txt').write_text(f'{summary_text}\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
+        write_text(run_dir / 'model.txt', f'{summary_text}\nparameters: {n_params:,} ({n_trainable:,} trainable)\n')
     # what last.pth keeps besides weights; not the statistics recorded only for --tensorboard, a runtime option that
     # a resumed run may add or drop
     kept_states = (stats if options.stats else []) + [cb for cb in learn.cbs if isinstance(cb, WeightEMA)]
@@ -136,7 +137,8 @@ def train_run(recipe, run_dir, options=RunOptions()):
     get_model(learn.model).load_state_dict(kept['model'])  # the best epoch by valid (T2.11), or the last one
     history = load_history(run_dir)
     record = _summary(history, recipe, monitor, kept['epoch'], n_params, n_trainable, wall, run_dir.name)
-    record.update(**data_counts(data.info), data_path=data.info['data_path'], bs=data.info['bs'], caveats=data.caveats)
+    record.update(**data_counts(data.info), data_path=data.info['data_path'], bs=data.info['bs'],
+                  caveats=run_caveats(recipe, data.source, data.caveats))
     if options.stats: record.update(**_save_stats(stats, run_dir, f"{run_dir.name} ({recipe.model.get('act')})"))
     plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else ('loss', 'iou', 'dice', 'pixel_acc'))
     seed_everything(recipe.seed)  # evaluation draws augmentations (TTA) and samples: the same ones every time

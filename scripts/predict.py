@@ -44,7 +44,7 @@ def body(args):
         raise ValueError(f"{run}: a {'classifier' if task == 'classify' else 'segmentation'} run, not a "
                          f"{'classifier' if args.task == 'classify' else 'segmentation'} one (--task {args.task})")
     files = image_files(args.files)
-    sizes = [check_image(f) for f in files]  # every file checked before the model is loaded
+    sizes = [check_image(f, rgb=True) for f in files]  # every file checked before the model is loaded
     learn = load_exported(run)
     out = Path(args.out) if args.out else run / 'predictions'
     several = len(files) > 1 or any(Path(p).is_dir() for p in args.files)

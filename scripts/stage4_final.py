@@ -75,12 +75,13 @@ def recipe_ablation(ctx):
     recipes = {}
     def train_row(name, recipe):
         recipes[name] = recipe
-        return ctx.train({name: recipe}, RunOptions(test=True, figures=False, export=False))[name]
+        # valid only: the test set is scored once, for the final model (and the refit)
+        return ctx.train({name: recipe}, RunOptions(test=False, figures=False, export=False))[name]
     rows, runs, base, base_recipe = greedy_ablation(ctx.recipe, train_row)
     final = base_recipe
     if ctx.recipe.tta:  # no training: the best row's kept checkpoints, with and without TTA
         with_tta = replace(base_recipe, tta=True, tta_views=ctx.recipe.tta_views)
-        scores = [tta_scores(ctx.run_dir(base, s), replace(with_tta, seed=s)) for s in ctx.seeds]
+        scores = [tta_scores(ctx.run_dir(base, s), replace(with_tta, seed=s), ('valid',)) for s in ctx.seeds]
         rows.append(tta_row(rows, runs, base, with_tta, scores))
         if rows[-1].kept == 'yes': final = with_tta
     return SimpleNamespace(rows=rows, base=base, final=final, recipes=recipes)
@@ -103,6 +104,7 @@ def refit(ctx, final):
 def tables(ctx, rows, final, ablation, reasons, reason):
     "ablation.md, the stage table, final.md and 4.4's table of all experiments; the stage summary."
     headline, notes = final_notes(rows, final, ablation is not None)
+    notes += ctx.caveat_notes()
     r = ctx.recipe
     write_table([{c: getattr(row, c) for c in TABLE_COLUMNS} for row in rows], ctx.folder, 'ablation', notes=notes,
                 title=f"Recipe ablation, greedy ({r.profile} profile, {len(ctx.seeds)} seed(s), {r.epochs} epochs)")

@@ -40,7 +40,7 @@ def run(recipe, opts):
         write_table([row], ctx.folder, title=f'Task 3.1: {recipe.size} px classifier', notes=(
             f"{conclusion}.\n\n{compare_valid([row])['text']} Best epoch by valid accuracy "
             f"({EPOCHS_FROM_0}); test = the "
-            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)."))
+            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)." + ctx.caveat_notes()))
         print(f"{recipe.size} px classifier: {row.params_M}M parameters, {conclusion}")
         return ctx.summary(f'Task 3.1: {recipe.size} px classifier', {'classifier128': recipe}, 'classifier128',
                            [row.to_dict()],

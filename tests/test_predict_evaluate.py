@@ -167,3 +167,19 @@ def test_an_export_of_the_earlier_layout_finds_its_classes_under_fastai_lab():
         assert _Unpickler(io.BytesIO(f"c{module}\n{name}\n.".encode())).load() is found  # protocol 0: GLOBAL
     with pytest.raises(ModuleNotFoundError):
         _Unpickler(io.BytesIO(b"cno_such_module\nX\n.")).load()
+
+
+def test_predict_reads_a_16_bit_render_as_its_8_bit_twin_and_refuses_a_float_one(results, tmp_path, capsys):
+    run = run_of(results, 'task3_unet', 'unet-seed0')
+    grey = np.asarray(Image.open(sorted((results['moon'] / 'images' / 'render').glob('*.png'))[0]).convert('L'))
+    Image.fromarray(grey).save(tmp_path / 'eight.png')
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / 'sixteen.png')  # the same picture in 16 bits
+    assert Image.open(tmp_path / 'sixteen.png').mode == 'I;16'
+    rows = predict.main([str(run), str(tmp_path / 'eight.png'), str(tmp_path / 'sixteen.png'), '--out', str(tmp_path / 'm')])
+    assert rows[0]['rock_share'] == rows[1]['rock_share']
+    for kind in ('mask', 'overlay'):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / 'm' / rows[0][kind])),
+                              np.asarray(Image.open(tmp_path / 'm' / rows[1][kind])))
+    Image.fromarray(grey.astype(np.float32) / 255).save(tmp_path / 'unit.tif')
+    err = fails('predict', [run, tmp_path / 'unit.tif'], capsys)
+    assert f'{tmp_path}/unit.tif: image mode F (32-bit float) with values' in err

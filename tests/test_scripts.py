@@ -36,6 +36,11 @@ def test_baseline_then_final_with_ablation_and_test_report(tiny_cli, tmp_path, c
     assert steps[:5] == ['spec', '+ one-cycle AdamW', '+ label smoothing', '+ stronger augmentation', '+ sample mixing']
     assert steps[-3:] == ['+ test-time augmentation', 'final', 'refit'] and len(steps) == 14
     assert set(ablation['kept']) <= {'start', 'yes', 'no', 'final', 'extra'} and ablation['why'].notna().all()
+    # valid numbers only for the rows; the test set is scored once, for the final model and the refit
+    assert not [c for c in ablation.columns if c.startswith('test')]
+    assert sorted(p.parent.name for p in folder.glob('*/per_class.md')) == ['final-seed0', 'refit-seed0']
+    for run in folder.glob('*-seed0/summary.json'):
+        assert ('test_acc' in read_json(run)) == (run.parent.name in ('final-seed0', 'refit-seed0')), run
     rows = {r['name']: r for r in final['rows']}
     for name, r in rows.items():
         if r.get('on') and name not in ('final', 'refit'):
