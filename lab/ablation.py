@@ -119,7 +119,7 @@ def tta_row(rows, runs, base_name, recipe, scores):
     """The test-time augmentation row: `recipe` (the base row's, with the stage's TTA) measured on the base row's own
     runs, `scores` (one per seed: `lab.saved.tta_scores` of its kept checkpoint); kept by the same rule as the
     training rows, against the same checkpoints without TTA."""
-    from .evaluate import tta_words  # here, not above: lab.evaluate imports the training code
+    from .evaluate import tta_words  # here, not above: it imports fastai (seconds), and only the TTA row needs it
     base = next(r for r in rows if r.name == base_name)
     chosen = runs[base_name]
     scores = [Evaluation.of(s) for s in scores]
