@@ -21,6 +21,7 @@ import numpy as np
 
 from .comparisons import classifier_row
 from .recipe import SPEC
+from .cost import COST_COLUMNS, cost_note
 from .stats import GAIN_RULE, accuracy_text, gain_verdict, mean_std, pooled_seed_sd, seed_interval, wilson
 
 __all__ = ['INGREDIENTS', 'ABLATED_FIELDS', 'spec_recipe', 'candidate', 'greedy_ablation', 'tta_row', 'final_row',
@@ -54,7 +55,7 @@ ABLATED_FIELDS = sorted({f for *_, fields in INGREDIENTS for f in fields})
 # a row's numbers that rest on the valid images being held out (None for the refit row)
 HELD_OUT = ('valid_acc', 'valid_acc_std', 'valid_acc_ci', 'final_valid_acc', 'final_gap', 'valid_loss_rise')
 TABLE_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'test_acc', 'test_acc_ci',
-                 'test_gain', 'n_seeds', 'why']
+                 'test_gain', 'n_seeds', 'why', 'params_M', *COST_COLUMNS, 'cost_device']
 FINAL_FIELDS = ('opt', 'lr', 'wd', 'schedule', 'label_smoothing', 'augment', 'min_scale', 'mix', 'mix_until', 'ema',
                 'tta', 'tta_views', 'epochs', 'bs', 'size')
 
@@ -130,7 +131,8 @@ def tta_row(rows, runs, base_name, recipe, scores):
                test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test), n_test=base.get('n_test'),
                n_seeds=len(chosen), noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
                why=verdict['why'] + ' (evaluation only: no training)', train_acc=base['train_acc'],
-               best_epoch=base['best_epoch'], source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)")
+               best_epoch=base['best_epoch'], source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)",
+               **{k: base.get(k) for k in (*COST_COLUMNS, 'cost_device')})
     row.update(_gains(row, base))
     return row
 
@@ -185,7 +187,9 @@ def final_notes(rows, final, ablation=True):
              f"split) is only reported. Intervals are 95%: *_ci over seeds; each test accuracy also carries its Wilson "
              f"interval (per_class.md of each run)."
              + ("\n\nThe refit row (--refit) trains the final recipe on train + valid and keeps its last epoch: it has "
-                "no valid accuracy and is never the headline." if any(r['name'] == 'refit' for r in rows) else ''))
+                "no valid accuracy and is never the headline." if any(r['name'] == 'refit' for r in rows) else '')
+             + f"\n\n{cost_note(rows)} The recipe's ingredients change what training costs, not the model: the MACs "
+               f"stay those of the configuration; the TTA row's inference costs its views times a plain pass.")
     return headline, notes
 
 

@@ -13,8 +13,9 @@ import numpy as np
 
 from .callbacks import ActivationStatsLite, GradientStats, plot_layer_profiles, plot_runs_over_steps
 from .recipe import describe_model
-from .stats import compare, mean_std, seed_interval
-from .tables import EPOCHS_FROM_0, plot_overlay, write_table
+from .cost import COST_COLUMNS, cost_columns, cost_note
+from .stats import TIE_RULE, compare, mean_std, seed_interval
+from .tables import EPOCHS_FROM_0, plot_overlay, plot_score_vs_cost, write_table
 from .stage import run_stage
 from .learner import build_model
 from .metrics import is_undefined
@@ -50,7 +51,7 @@ def classifier_row(name, recipe, runs):
                final_gap=mean_std([r['final']['train_accuracy'] - r['final']['valid_accuracy'] for r in runs])[0],
                valid_loss_rise=mean_std([r['final']['valid_loss'] - r['min_valid_loss'] for r in runs])[0],
                best_epoch=mean_std([r['best_epoch'] for r in runs])[0], n_seeds=len(runs),
-               seconds=mean_std([r['wall_seconds'] for r in runs])[0])
+               seconds=mean_std([r['wall_seconds'] for r in runs])[0], **cost_columns(runs))
     if 'test_acc' in runs[0]:
         test = [r['test_acc'] for r in runs]
         row.update(test_acc=mean_std(test)[0], test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test),
@@ -70,7 +71,8 @@ def seg_row(name, runs, epochs):
             for m in ('iou', 'dice', 'pixel_acc'):
                 row[f'{where}_{m}'], row[f'{where}_{m}_std'] = mean_std([r[f'{where}_{m}'] for r in runs])
     row.update(params_M=round(runs[0]['params'] / 1e6, 3), trainable_M=round(runs[0]['trainable_params'] / 1e6, 3),
-               epochs=epochs, seconds=mean_std([r['wall_seconds'] for r in runs])[0], n_seeds=len(runs))
+               epochs=epochs, seconds=mean_std([r['wall_seconds'] for r in runs])[0], n_seeds=len(runs),
+               **cost_columns(runs))
     return row
 
 
@@ -121,7 +123,8 @@ def run_resnet_stage(opts, stage_name, recipe, variants, title, chosen_from=None
         analysis = (f"{verdict['text']}\n\nOverfitting:\n{overfitting_text(rows)}\n\n"
                     f"Data: {r.data} ({len(r.classes.split(','))} classes, {rows[0]['n_eval']} valid images); "
                     f"profile {r.profile}; seeds {ctx.seeds}; {r.epochs} epochs; valid = best epoch ({EPOCHS_FROM_0}); "
-                    f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict.")
+                    f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict."
+                    f"\n\n{cost_note(rows)}\n\nThe rule: {TIE_RULE}")
         write_table(rows, ctx.folder, title=title, notes=analysis)
         print(f"\n{title}\n{analysis}")
         return ctx.summary(title, chosen, verdict['best'], rows, verdict['text'],
@@ -158,7 +161,7 @@ def experiments_table(out, folder, current=None):
     """The summary of all experiments (T2.13) from the newest finished run of every stage under `out`
     (`current`: a stage summary not yet published, e.g. the final stage writing this table).
     Writes experiments.md/csv into `folder` with the analysis, and returns the frame."""
-    rows, missing, keys = [], [], {}
+    rows, missing, keys, points = [], [], {}, []
     for stage, label in STAGE_LABELS.items():
         summary = current if current and current['stage'] == stage else latest_stage_summary(out, stage)
         if summary is None: missing.append(stage); continue
@@ -169,7 +172,10 @@ def experiments_table(out, folder, current=None):
                              configuration=r['config'], params_M=r['params_M'], valid_acc=r['valid_acc'],
                              valid_acc_ci=r.get('valid_acc_ci'), train_acc=r['train_acc'], gap=r['final_gap'],
                              best_epoch=r['best_epoch'], test_acc=r.get('test_acc', float('nan')),
-                             seeds=r['n_seeds'], profile=summary['profile']))
+                             seeds=r['n_seeds'], profile=summary['profile'],
+                             **{k: r.get(k) for k in (*COST_COLUMNS, 'cost_device')}))
+            points.append(dict(label=rows[-1]['variant'], macs_G=r.get('macs_G'), score=r['valid_acc'],
+                               half=_half(r)))
     if not rows: raise FileNotFoundError(f"no finished stage runs under {out}: run the stage scripts first")
     best = max((r for r in rows if r['stage'] != 'Final'), key=lambda r: r['valid_acc'], default=None)
     over = [f"{r['variant']} ({r['gap']:.1%})" for r in rows if (r['gap'] or 0) > 0.10]  # None: no held-out valid
@@ -182,6 +188,19 @@ def experiments_table(out, folder, current=None):
              + (f"WARNING: these stages ran on different data, classes, split or profile: "
                 f"{', '.join(f'{k}: {v}' for k, v in keys.items())}.\n\n" if len(distinct) > 1 else '')
              + (f"Stages not run yet: {', '.join(missing)}.\n" if missing else ''))
+    shown = plot_score_vs_cost(points, Path(folder) / 'accuracy_vs_macs.png', 'valid accuracy (95% interval)',
+                               'T2 variants: valid accuracy against compute')
+    notes += (f"\n{cost_note(rows)}\n\nThe rule of every stage's choice: {TIE_RULE}\n"
+              + ("\naccuracy_vs_macs.png: each variant's valid accuracy (bar: the larger of its 95% seed and Wilson "
+                 "intervals) against its GMACs per image; the red steps are the Pareto front.\n" if shown else ''))
     return write_table(rows, folder, 'experiments', title='All experiments (T2.13)', notes=notes)
+
+
+def _half(row, metric='valid_acc', n_key='n_eval'):
+    "The larger 95% half-width of a row's score: over seeds, or the Wilson interval of its evaluation images."
+    from .stats import wilson
+    if row.get(metric) is None: return None
+    lo, hi = wilson(row[metric], row.get(n_key) or 0) if row.get(n_key) else (0.0, 0.0)
+    return max(row.get(f'{metric}_ci') or 0.0, (hi - lo) / 2)
 
 

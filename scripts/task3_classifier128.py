@@ -14,6 +14,7 @@ results/task3_classifier128/.
 from fastai_lab.cli import script
 from fastai_lab.recipe import CLASSIFIER_128
 from fastai_lab.stats import accuracy_text, compare
+from fastai_lab.cost import cost_note
 from fastai_lab.tables import EPOCHS_FROM_0, write_table
 from fastai_lab.comparisons import classifier_row
 from fastai_lab.stage import run_stage
@@ -39,7 +40,8 @@ def run(recipe, opts):
         write_table([row], ctx.folder, title=f'Task 3.1: {recipe.size} px classifier', notes=(
             f"{conclusion}.\n\n{compare([row], 'valid_acc')['text']} Best epoch by valid accuracy "
             f"({EPOCHS_FROM_0}); test = the "
-            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)."))
+            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)."
+            f"\n\n{cost_note([row])}"))
         print(f"{recipe.size} px classifier: {row['params_M']}M parameters, {conclusion}")
         return ctx.summary(f'Task 3.1: {recipe.size} px classifier', {'classifier128': recipe}, 'classifier128', [row],
                            conclusion, checkpoint=f'{best_run}/model.pth', image_size=recipe.size)
