@@ -131,6 +131,10 @@ def cost_columns(runs):
                 cost_device=c['device'])
 
 
+def _on(device_words, kind):
+    return device_words.startswith('cpu') if kind == 'cpu' else device_words.startswith('Apple MPS')
+
+
 def cost_note(rows):
     "The table note that says how the cost columns were measured, on which device, and what is left out or blank."
     devices = sorted({r.get('cost_device') for r in rows if r.get('cost_device')})
@@ -141,7 +145,8 @@ def cost_note(rows):
             f"batch, latency_ms = batch 1, each the median of timed passes after a warm-up, eval mode, measured once "
             f"per architecture; train_img_s = the run's own training images / its median epoch seconds (validation "
             f"included), mean over seeds; peak_mem_MiB = the run's peak CUDA memory (max_memory_allocated)"
-            + (f", blank here: {'; '.join(sorted(set(PEAK_WHY.values())))}" if blank else '')
+            + (f", blank here: {'; '.join(PEAK_WHY[k] for k in ('cpu', 'mps') if any(_on(d, k) for d in devices))}"
+               if blank else '')
             + f". Timings on {'; '.join(devices)}; compare them only within one table.")
 
 
