@@ -71,8 +71,8 @@ def seg_row(name, runs, epochs):
             for m in ('iou', 'dice', 'pixel_acc'):
                 row[f'{where}_{m}'], row[f'{where}_{m}_std'] = mean_std([r[f'{where}_{m}'] for r in runs])
     row.update(params_M=round(runs[0]['params'] / 1e6, 3), trainable_M=round(runs[0]['trainable_params'] / 1e6, 3),
-               epochs=epochs, seconds=mean_std([r['wall_seconds'] for r in runs])[0], n_seeds=len(runs),
-               **cost_columns(runs))
+               epochs=epochs, seconds=mean_std([r['wall_seconds'] for r in runs])[0], n_seeds=len(runs))
+    row.update({k: v for k, v in cost_columns(runs).items() if k != 'trainable_M'})  # the row has its own
     return row
 
 
