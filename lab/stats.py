@@ -139,7 +139,11 @@ def verdict_text(d, metric, label='name', unit=''):
         ratios = [cost_ratio(r, kept) for r in others]
         why = ('the cheaper' if kept is not leader or (None not in ratios and all(q[0] > 1 for q in ratios)) else
                'cost unknown: first in the ranking' if None in ratios else 'the same cost: first in the ranking')
-        ties = '; '.join(f"{name(r)} ties {name(kept)} within noise at {_ratio_words(q)}" for r, q in zip(others, ratios))
+        at = {}  # rows at the same cost said together: 'B, C and D tie A within noise at the same cost'
+        for r, q in zip(others, ratios): at.setdefault(_ratio_words(q), []).append(name(r))
+        said = lambda n: n[0] if len(n) == 1 else f"{', '.join(n[:-1])} and {n[-1]}"
+        ties = '; '.join(f"{said(n)} tie{'s' if len(n) == 1 else ''} {name(kept)} within noise at {w}"
+                         for w, n in at.items())
         return text + f" {ties}: {name(kept)} kept ({why})." + not_ranked
     ratio = cost_ratio(leader, runner)
     pts = f"{lead * 100:+.1f} pts" + ('' if ratio is None else ' at the same cost' if ratio[1] is None else

@@ -83,11 +83,16 @@ def plot_score_vs_cost(points, path, ylabel, title):
     shown = [p for p in points if p.get('macs_G') and p.get('score') is not None and not math.isnan(p['score'])]
     if not shown: return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    labels = {}  # variants at the same point (same MACs and score) share one label
     for p in shown:
-        ax.errorbar(p['macs_G'], p['score'], yerr=p.get('half') or 0, fmt='o', capsize=3, color='tab:blue')
-        ax.annotate(p['label'], (p['macs_G'], p['score']), textcoords='offset points', xytext=(5, 4), fontsize=8)
-    front = pareto_front([(p['macs_G'], p['score']) for p in shown])
-    ax.step(*zip(*front), where='post', color='tab:red', alpha=.6, label='Pareto front (nothing cheaper is better)')
+        ax.errorbar(p['macs_G'], p['score'], yerr=p.get('half') or 0, fmt='o', capsize=3, color='tab:blue', alpha=.7)
+        labels.setdefault((p['macs_G'], p['score']), []).append(p['label'])
+    for (x, y), names in labels.items():
+        ax.annotate(', '.join(names), (x, y), textcoords='offset points', xytext=(5, 4), fontsize=8)
+    front = pareto_front(list(labels))
+    xs, ys = zip(*front, (max(p['macs_G'] for p in shown), front[-1][1]))  # the front holds on to the costliest
+    ax.step(xs, ys, where='post', color='tab:red', alpha=.6, label='Pareto front (nothing cheaper is better)')
+    ax.scatter(*zip(*front), s=120, facecolors='none', edgecolors='tab:red', zorder=3)
     ax.set(xscale='log', xlabel='GMACs per image (log scale; FlopCounterMode, FLOPs / 2)', ylabel=ylabel, title=title)
     ax.grid(alpha=.3, which='both'); ax.legend(fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)

@@ -124,3 +124,9 @@ def test_ties_among_several_rows_keep_the_cheapest():
     assert v['best'] == 'B' and v['tied'] == ['B'] and 'A ties B within noise at 2.0x the MACs' in v['text']
     unknown = compare([dict(r, macs_G=None) for r in rows], 'valid_acc')
     assert unknown['best'] == 'A' and 'cost unknown' in unknown['text']  # no cost: the ranking decides
+
+
+def test_pareto_front_keeps_what_nothing_cheaper_beats():
+    from fastai_lab.tables import pareto_front
+    points = [(1.0, .5), (0.5, .4), (2.0, .45), (3.0, .6), (0.5, .3)]
+    assert pareto_front(points) == [(0.5, .4), (1.0, .5), (3.0, .6)]

@@ -158,7 +158,7 @@ def _resnet_rows(f, stats=False):
         rows.append(row)
     return (markdown_rows(header, rows)
             + f'\n\nValid accuracy at the best epoch by valid accuracy; {EPOCHS_FROM_0} (0 is the first). '
-            + cost_note(f.summary.get('rows', [])) + f'\n\nHow a variant is chosen: {TIE_RULE}')
+            + cost_note(f.summary.get('rows', [])))
 
 
 def _design_variants(f):
@@ -319,7 +319,7 @@ def _backbone(out, f):
                     _fig(a_run, 'iou.png', 'A: IoU per epoch'), _fig(b_run, 'iou.png', 'B: IoU per epoch')),
               _figs(_fig(f.folder, 'iou_vs_macs.png', 'U-Nets: valid IoU against GMACs per image, with the Pareto '
                                                       'front')),
-              '**Conclusion (computed):** ' + s.get('conclusion', '') + f"\n\nHow a variant is chosen: {TIE_RULE}"]
+              '**Conclusion (computed):** ' + s.get('conclusion', '')]
     return [i for i in items if i]
 
 
@@ -357,7 +357,7 @@ def build_report(out, experiments_folder=None):
               f"Generated {datetime.now():%Y-%m-%d %H:%M} from the newest finished run of every stage under "
               f"`{out.resolve()}` ({ran} of {len(found)} sections run). Every table, number and conclusion below is "
               f"read from those runs' summary.json, config.json and tables; the design is read from their recipes.",
-              *_provenance(out, found, general)]
+              *_provenance(out, found, general), f"**How every comparison chooses** (stages 3.1-3.3, T3.3): {TIE_RULE}"]
     chapter = None
     for f in found:
         if f.spec.chapter != chapter:
