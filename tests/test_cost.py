@@ -130,3 +130,19 @@ def test_pareto_front_keeps_what_nothing_cheaper_beats():
     from fastai_lab.tables import pareto_front
     points = [(1.0, .5), (0.5, .4), (2.0, .45), (3.0, .6), (0.5, .3)]
     assert pareto_front(points) == [(0.5, .4), (1.0, .5), (3.0, .6)]
+
+
+def test_experiments_table_carries_cost_and_plots_accuracy_against_it(tmp_path):
+    from fastai_lab.comparisons import experiments_table
+    from fastai_lab.io import write_json
+    for stage, rows in (('stage2_baseline', [('baseline', .3, .56)]), ('stage3_1_channels', [('A', .4, .56), ('B', .45, 1.7)])):
+        folder = tmp_path / stage / '20260101-000000'; folder.mkdir(parents=True)
+        write_json(folder / 'summary.json', dict(stage=stage, best=rows[0][0], best_recipe=SPEC.to_dict(), profile='quick',
+                                                 data_key=SPEC.data_key(), conclusion='', rows=[
+            dict(name=n, config='c', params_M=2.8, valid_acc=a, valid_acc_ci=None, n_eval=30, train_acc=a, final_gap=0,
+                 best_epoch=1, n_seeds=1, macs_G=m, infer_img_s=10.0, cost_device='cpu (2 cores)') for n, a, m in rows]))
+    table = experiments_table(tmp_path, tmp_path)
+    assert list(table['macs_G']) == [.56, .56, 1.7] and list(table['infer_img_s']) == [10.0] * 3
+    assert (tmp_path / 'accuracy_vs_macs.png').is_file()
+    md = (tmp_path / 'experiments.md').read_text()
+    assert 'Timings on cpu (2 cores)' in md and 'decided by cost' in md and 'Pareto front' in md
