@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""What a training epoch really costs (training images per second), measured three ways in one run.
+"""What a training epoch really costs (training images per second), measured three ways in one run; with --models,
+instead, what every architecture the lab builds costs (models.md/csv: params, trainable, GMACs per image, inference
+images/s at its recipe's batch, batch-1 latency, peak memory; `lab.cost`, `lab.bench.models_table`).
 
 Two workloads: the baseline ResNet (`SPEC`: 32-64-128-256 x [2,2,2,2], 64 px, Tiny ImageNet) and the U-Net (`UNET`:
 base 32, 128 px, moon data). Each is trained the same way on each path: the same recipe, model and initial weights,
