@@ -13,7 +13,6 @@ tensors, so the two nets differ only in the scale of layer 3.
 """
 import math
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ import torch.nn as nn
 from .layers import make_activation
 
 __all__ = ['standardised_init_', 'VarianceProbeNet', 'DeepConvReLU', 'init_convs', 'weighted_layers',
-           'weight_variances', 'activation_profile', 'ks_distance', 'probe_images']
+           'weight_variances', 'activation_profile', 'ks_distance']
 
 
 def weighted_layers(model, types=(nn.Conv2d, nn.Linear)):
@@ -160,24 +159,3 @@ def ks_distance(a, b):
     a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
     grid = np.concatenate([a, b])
     return float(np.abs(np.searchsorted(a, grid, 'right') / len(a) - np.searchsorted(b, grid, 'right') / len(b)).max())
-
-
-def probe_images(data=None, n=256, size=64):
-    """Up to `n` Tiny ImageNet train images as an ImageNet-normalised `(n, 3, size, size)` tensor, and where they came from.
-
-    `data`: the dataset root; None looks in the known places (`data.locate`) and returns `(None, reason)` when no
-    dataset is there. A `data` path that holds no dataset raises. Images are taken evenly from the classes."""
-    from fastai_lab.data.locate import find_tiny_imagenet   # imported here: the probes themselves need no data package
-    from fastai_lab.data.tiny_imagenet import TinyImageNetDataset, read_wnids
-    from fastai.vision.core import imagenet_stats
-    from torchvision import transforms as T
-    try: root, source = find_tiny_imagenet(data, generate=False)   # random inputs need no synthetic stand-in
-    except (FileNotFoundError, ValueError) as e:
-        if data is not None: raise
-        return None, f'no Tiny ImageNet found ({e})'
-    n_classes = min(10, len(read_wnids(Path(root))))
-    tfm = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(*imagenet_stats)])
-    ds = TinyImageNetDataset.from_folder(root, 'train', tfm, n_classes=n_classes, valid_pct=0.0,
-                                         max_per_class=math.ceil(n / n_classes))
-    images = torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
-    return images, f'{len(images)} train images of {root} ({source})'

@@ -2,12 +2,13 @@
 
 `resolve_data(recipe)` makes the recipe explicit (the data folder found, the class list spelled out), so that the
 recipe saved with a run names exactly the data it saw. `build_data(recipe)` gives the DataLoaders: every image is
-decoded once into a cached uint8 tensor (`lab.device_data`), kept on the GPU when it fits, and batches are gathered
+decoded once into a cached uint8 tensor (`data.cache`, `data.device`), kept on the GPU when it fits, and batches are gathered
 and augmented there. Decoding every image before the first epoch also checks every file: a bad one stops the
 run up front with its path. The file path (fastai's usual per-item decoding) remains for data too big for memory.
 """
 import os
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -36,6 +37,12 @@ class Data:
         "A labelled loader over the test items (Tiny ImageNet: the official val split; moon: the held-out frames)."
         return self.dls.test_dl(self.test_items if items is None else items, with_labels=True)
 
+    @cached_property
+    def real_pairs(self):
+        """(place, pairs) of the real Kaggle frame(s) a U-Net is scored on after training (sim-to-real:
+        `real_moon_pair`), or None (also for a classifier); looked up once, by `check` or the evaluation."""
+        return real_moon_pair() if self.info['task'] == 'segment' else None
+
     @property
     def caveats(self):
         "What the numbers on this data cannot say (e.g. one frame, so nothing is held out); saved with every result."
@@ -43,13 +50,13 @@ class Data:
 
     def check(self, say=True):
         """Decode every image a run of this data reads that `build_data` has not decoded yet: the test items, the real
-        Kaggle frame(s) a U-Net is scored on (`real_moon_pair`), and on the file path (data too big for memory) the
+        Kaggle frame(s) a U-Net is scored on (`real_pairs`), and on the file path (data too big for memory) the
         train and valid items too. A file PIL cannot read stops here,
         before the first epoch, with its path. Each set is checked once: a mark under the cache's key remembers it.
         Segmentation: a split none of whose masks holds rock gets a caveat (its IoU and Dice are undefined).
         `say`: print the caveats found here. Returns self. Global RNG states are left as they were (the loaders made
         here draw their seeds from Python's `random`), so checking changes no run's numbers."""
-        from .cache import rng_preserved
+        from ..machine import rng_preserved
         with rng_preserved(): self._check(say)
         return self
 
@@ -68,7 +75,7 @@ class Data:
             if segment: self._no_rock_caveat('test', bool(cached[1].as_subclass(torch.Tensor).any()), say)
         if segment:  # the real Kaggle frame(s) every U-Net run scores after training (sim-to-real)
             from .cache import check_item_files
-            for pair in (real_moon_pair() or (None, []))[1]: check_item_files(pair)
+            for pair in (self.real_pairs or (None, []))[1]: check_item_files(pair)
 
     def _no_rock_caveat(self, split, rock, say):
         "Add (and with `say` print) the caveat of a split whose masks hold no rock (`rock` False)."
@@ -133,10 +140,10 @@ def build_data(recipe, device=None, say=True, in_memory=None):
             caveats.append(f"only {len(splits.train)} frame ({splits.train[0][0].name}): it is the train, valid and "
                            f"test set at once, so the valid and test scores are NOT held out")
     if in_memory:
-        from .cache import to_device_dls
+        from .device import to_device_dls
         dls = to_device_dls(dls, root, device=device)
     if torch.device(device).type == 'mps':  # an op MPS lacks runs that batch transform on the CPU (said) instead
-        from .cache import cpu_fallback
+        from .device import cpu_fallback
         dls = cpu_fallback(dls)
     path = getattr(dls, 'data_path', 'file') if in_memory else f'file ({loader_workers()} workers)'
     info.update(data=str(root), source=source, size=recipe.size, augment=recipe.augment, data_path=path,

@@ -8,6 +8,7 @@ synthetic wherever it is.
 import shutil, tempfile, urllib.request, zipfile
 from pathlib import Path
 
+from .home import data_home
 from .moon import moon_pairs
 from .synthetic import make_moon_like, make_tiny_imagenet_like
 from .tiny_imagenet import read_wnids
@@ -27,12 +28,6 @@ def _check_tiny(path):
     read_wnids(path)
     for sub in ('train', 'val/images', 'val/val_annotations.txt'):
         if not (path/sub).exists(): raise FileNotFoundError(f"{path/sub}: not found (expected Tiny ImageNet's layout)")
-
-
-def data_home():
-    "fastai's data folder (`~/.fastai/data` unless fastai's config.ini says otherwise): datasets land here."
-    from fastai.data.external import fastai_path  # imported here: only this place needs fastai's config
-    return fastai_path('data')
 
 
 def _shared(name):

@@ -19,13 +19,14 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .comparisons import classifier_row
+from .record import Evaluation, RunRecord
+from .rows import ABLATION_COLUMNS, HELD_OUT, Row, classifier_row
 from .recipe import SPEC
 from .cost import COST_COLUMNS, cost_note
 from .stats import GAIN_RULE, accuracy_text, gain_verdict, mean_std, pooled_seed_sd, seed_interval, wilson
 
 __all__ = ['INGREDIENTS', 'ABLATED_FIELDS', 'spec_recipe', 'candidate', 'greedy_ablation', 'tta_row', 'final_row',
-           'refit_row', 'final_notes', 'write_final_md', 'plot_ablation', 'planned_runs', 'stage_cost', 'TABLE_COLUMNS',
+           'refit_row', 'final_notes', 'write_final_md', 'plot_ablation', 'stage_cost', 'TABLE_COLUMNS',
            'FINAL_FIELDS']
 
 # (variant name, what it adds, its source, the fields it sets: a value, or None for the stage recipe's own value,
@@ -52,10 +53,7 @@ INGREDIENTS = [
      dict(ema=0.999)),
 ]
 ABLATED_FIELDS = sorted({f for *_, fields in INGREDIENTS for f in fields})
-# a row's numbers that rest on the valid images being held out (None for the refit row)
-HELD_OUT = ('valid_acc', 'valid_acc_std', 'valid_acc_ci', 'final_valid_acc', 'final_gap', 'valid_loss_rise')
-TABLE_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'test_acc', 'test_acc_ci',
-                 'test_gain', 'n_seeds', 'why', 'params_M', *COST_COLUMNS, 'cost_device']
+TABLE_COLUMNS = ABLATION_COLUMNS  # the ablation table's columns (lab.rows)
 FINAL_FIELDS = ('opt', 'lr', 'wd', 'schedule', 'label_smoothing', 'augment', 'min_scale', 'mix', 'mix_until', 'ema',
                 'tta', 'tta_views', 'epochs', 'bs', 'size')
 
@@ -75,13 +73,14 @@ def candidate(base, recipe, fields):
     except ValueError as e: return None, str(e)
 
 
-def _values(runs, key, where='best'):
-    return [r[where][key] if where else r[key] for r in runs]
+def _valid(runs):
+    "The runs' valid accuracies at their kept epochs (`runs`: records or summary dicts)."
+    return [RunRecord.of(r).best['valid_accuracy'] for r in runs]
 
 
 def _pooled(runs):
     "The seed sd pooled over every trained row's valid accuracies (`runs`: name -> summaries)."
-    return pooled_seed_sd([_values(rs, 'valid_accuracy') for rs in runs.values()])
+    return pooled_seed_sd([_valid(rs) for rs in runs.values()])
 
 
 def greedy_ablation(recipe, train, say=print):
@@ -90,30 +89,30 @@ def greedy_ablation(recipe, train, say=print):
     row each was tried on, `kept` and `why`), every row's runs, and the best row at the end."""
     base_recipe = spec_recipe(recipe)
     runs = {'spec': train('spec', base_recipe)}
-    base = dict(classifier_row('spec', base_recipe, runs['spec']), step='spec: Adam 1e-3, constant, flips',
-                on=None, kept='start', why="the spec's recipe (T2.5), where every row starts")
+    base = classifier_row('spec', base_recipe, runs['spec']).update(
+        step='spec: Adam 1e-3, constant, flips', on=None, kept='start',
+        why="the spec's recipe (T2.5), where every row starts")
     rows = [base]
     for name, words, source, fields in INGREDIENTS:
         changed, cand = candidate(base_recipe, recipe, fields)
         if not changed:
-            say(f"ablation: {name} skipped ({'nothing to change on ' + base['name'] if changed == {} else cand})")
+            say(f"ablation: {name} skipped ({'nothing to change on ' + base.name if changed == {} else cand})")
             continue
         runs[name] = train(name, cand)
-        row = dict(classifier_row(name, cand, runs[name]), on=base['name'], source=source,
-                   step=f"+ {words} ({', '.join(f'{k}={v}' for k, v in changed.items())})")
-        verdict = gain_verdict(_values(runs[name], 'valid_accuracy'), _values(runs[base['name']], 'valid_accuracy'),
-                               row['n_eval'], _pooled(runs))
-        row.update(_gains(row, base), noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
-                   why=verdict['why'] + ('' if verdict['kept'] else f"; later rows build on {base['name']}"))
-        say(f"ablation: {name} on {base['name']}: {row['why']}")
+        row = classifier_row(name, cand, runs[name]).update(
+            on=base.name, source=source, step=f"+ {words} ({', '.join(f'{k}={v}' for k, v in changed.items())})")
+        verdict = gain_verdict(_valid(runs[name]), _valid(runs[base.name]), row.n_eval, _pooled(runs))
+        row.update(**_gains(row, base), noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
+                   why=verdict['why'] + ('' if verdict['kept'] else f"; later rows build on {base.name}"))
+        say(f"ablation: {name} on {base.name}: {row.why}")
         rows.append(row)
         if verdict['kept']: base, base_recipe = row, cand
-    return rows, runs, base['name'], base_recipe
+    return rows, runs, base.name, base_recipe
 
 
 def _gains(row, base):
-    gain = lambda k: None if row.get(k) is None or base.get(k) is None else row[k] - base[k]
-    return dict(valid_gain=gain('valid_acc'), test_gain=gain('test_acc'))
+    gain = lambda a, b: None if a is None or b is None else a - b
+    return dict(valid_gain=gain(row.valid_acc, base.valid_acc), test_gain=gain(row.test_acc, base.test_acc))
 
 
 def tta_row(rows, runs, base_name, recipe, scores):
@@ -121,19 +120,21 @@ def tta_row(rows, runs, base_name, recipe, scores):
     runs, `scores` (one per seed: `lab.evaluate.tta_scores` of its kept checkpoint); kept by the same rule as the
     training rows, against the same checkpoints without TTA."""
     from .evaluate import tta_words  # here, not above: lab.evaluate imports the training code
-    base = next(r for r in rows if r['name'] == base_name)
+    base = next(r for r in rows if r.name == base_name)
     chosen = runs[base_name]
-    valid, test = _values(scores, 'valid_acc_tta', None), _values(scores, 'test_acc_tta', None)
-    verdict = gain_verdict(valid, _values(scores, 'valid_acc', None), base['n_eval'], _pooled(runs))
-    row = dict(name='tta', step=f"+ test-time augmentation: {tta_words(recipe)}", on=base_name, config=base['config'],
-               params_M=base['params_M'], valid_acc=mean_std(valid)[0], valid_acc_std=mean_std(valid)[1],
-               valid_acc_ci=seed_interval(valid), n_eval=base['n_eval'], test_acc=mean_std(test)[0],
-               test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test), n_test=base.get('n_test'),
-               n_seeds=len(chosen), noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
-               why=verdict['why'] + ' (evaluation only: no training)', train_acc=base['train_acc'],
-               best_epoch=base['best_epoch'], source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)",
-               **{k: base.get(k) for k in (*COST_COLUMNS, 'cost_device')})
-    row.update(_gains(row, base))
+    scores = [Evaluation.of(s) for s in scores]
+    valid, test = [s.valid_acc_tta for s in scores], [s.test_acc_tta for s in scores]
+    verdict = gain_verdict(valid, [s.valid_acc for s in scores], base.n_eval, _pooled(runs))
+    row = Row.from_dict(dict(  # the columns in this order (summary.json's 'rows' as before)
+        name='tta', step=f"+ test-time augmentation: {tta_words(recipe)}", on=base_name, config=base.config,
+        params_M=base.params_M, valid_acc=mean_std(valid)[0], valid_acc_std=mean_std(valid)[1],
+        valid_acc_ci=seed_interval(valid), n_eval=base.n_eval, test_acc=mean_std(test)[0],
+        test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test), n_test=base.n_test, n_seeds=len(chosen),
+        noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
+        why=verdict['why'] + ' (evaluation only: no training)', train_acc=base.train_acc, best_epoch=base.best_epoch,
+        source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)",
+        **{k: base[k] for k in (*COST_COLUMNS, 'cost_device') if k in base}))
+    row.update(**_gains(row, base))
     return row
 
 
@@ -141,18 +142,23 @@ def final_row(final, runs, base_name=None):
     """The final model's row: trained on train, its best epoch by valid accuracy kept, so its valid and train accuracy
     are its own; its test accuracy is the headline's (with TTA when its recipe has it)."""
     row = classifier_row('final', final, runs)
-    test = _values(runs, 'test_acc_tta' if final.tta else 'test_acc', None)
+    test = _test_values(runs, final.tta)
     row.update(step=f"final: {base_name or 'the recipe'}" + (' + TTA' if final.tta else '') +
                ', trained on train, best epoch by valid accuracy', on=base_name, kept='final', **_test(test, row),
                test_values=test, why='the headline: ' + ('the best row (and TTA when kept)' if base_name else
                                                           'the recipe as given (--no-ablation)') + ', trained on train')
-    if final.train_on_valid: row.update({k: None for k in HELD_OUT})  # --train-on-valid asked for: nothing held out
+    if final.train_on_valid: row.update(**{k: None for k in HELD_OUT})  # --train-on-valid asked for: nothing held out
     return row
+
+
+def _test_values(runs, tta):
+    "The runs' test accuracies: the headline's, with TTA when the recipe has it."
+    return [r.test_acc_tta if tta else r.test_acc for r in map(RunRecord.of, runs)]
 
 
 def _test(values, row):
     "A row's test columns from its per-seed test accuracies (the headline's: with TTA when the recipe has it)."
-    n = row.get('n_test') or 0
+    n = row.n_test or 0
     return dict(test_acc=mean_std(values)[0], test_acc_std=mean_std(values)[1], test_acc_ci=seed_interval(values),
                 test_lo=float(np.mean([wilson(v, n)[0] for v in values])),
                 test_hi=float(np.mean([wilson(v, n)[1] for v in values])))
@@ -161,8 +167,8 @@ def _test(values, row):
 def refit_row(refit, runs):
     "The --refit row: the final recipe on train + valid, last epoch kept; no valid accuracy (it trained on valid)."
     row = classifier_row('refit', refit, runs)
-    test = _values(runs, 'test_acc_tta' if refit.tta else 'test_acc', None)
-    row.update({k: None for k in HELD_OUT})
+    test = _test_values(runs, refit.tta)
+    row.update(**{k: None for k in HELD_OUT})
     row.update(step='refit: the final recipe on train + valid, last epoch (extra; not the headline)', on='final',
                kept='extra', **_test(test, row),
                why='no held-out valid images: no checkpoint chosen, no valid accuracy; shown beside the final model only')
@@ -172,11 +178,11 @@ def refit_row(refit, runs):
 def final_notes(rows, final, ablation=True):
     """(headline, notes) of the stage's tables: the final test accuracy with its intervals, its valid accuracy, and
     how the rows were chosen. Takes the final row's per-seed test accuracies out of it (they are not a table column)."""
-    row = next(r for r in rows if r['name'] == 'final')
-    n_test, test = row['n_test'], row.pop('test_values')
-    headline = f"final test accuracy {accuracy_text(row['test_acc'], n_test, test)}" + (' with TTA' if final.tta else '')
+    row = next(r for r in rows if r.name == 'final')
+    n_test, test = row.n_test, row.drop('test_values')
+    headline = f"final test accuracy {accuracy_text(row.test_acc, n_test, test)}" + (' with TTA' if final.tta else '')
     valid = (f"Its valid accuracy is its own (trained on train; best epoch by valid accuracy kept): "
-             f"{row['valid_acc']:.1%} on {row['n_eval']} valid images." if row['valid_acc'] is not None else
+             f"{row.valid_acc:.1%} on {row.n_eval} valid images." if row.valid_acc is not None else
              "It was trained on train + valid (--train-on-valid), so it has no valid accuracy.")
     how = (f"Each row adds one ingredient to the best row so far (its `on` column). {GAIN_RULE} The `why` column "
            f"gives each row's numbers (points of accuracy). Test-time augmentation is measured last, on the best row's "
@@ -187,7 +193,7 @@ def final_notes(rows, final, ablation=True):
              f"split) is only reported. Intervals are 95%: *_ci over seeds; each test accuracy also carries its Wilson "
              f"interval (per_class.md of each run)."
              + ("\n\nThe refit row (--refit) trains the final recipe on train + valid and keeps its last epoch: it has "
-                "no valid accuracy and is never the headline." if any(r['name'] == 'refit' for r in rows) else '')
+                "no valid accuracy and is never the headline." if any(r.name == 'refit' for r in rows) else '')
              + f"\n\n{cost_note(rows)} The recipe's ingredients change what training costs, not the model: the MACs "
                f"stay those of the configuration; the TTA row's inference costs its views times a plain pass.")
     return headline, notes
@@ -199,10 +205,10 @@ def write_final_md(folder, row, final, headline, reasons, final_run):
     recipe = ', '.join(f'{k}={getattr(final, k)}' for k in FINAL_FIELDS)
     (Path(folder) / 'final.md').write_text('\n'.join([
         f"# Final model: {headline}", '',
-        f"Configuration: {row['config']} ({row['params_M']}M parameters); recipe: {recipe}; "
+        f"Configuration: {row.config} ({row.params_M}M parameters); recipe: {recipe}; "
         + ("trained on train + valid, its last epoch kept" if final.train_on_valid else
-           f"trained on train, its best epoch by valid accuracy kept (valid accuracy {row['valid_acc']:.1%})")
-        + f"; test = the official val split ({row['n_test']} images of {final.data}).", '',
+           f"trained on train, its best epoch by valid accuracy kept (valid accuracy {row.valid_acc:.1%})")
+        + f"; test = the official val split ({row.n_test} images of {final.data}).", '',
         "Why this configuration (each stage's conclusion):", *reasons, '',
         (Path(folder) / 'ablation.md').read_text().replace('# ', '## ', 1), '',
         (Path(final_run) / 'per_class.md').read_text().replace('# ', '## ', 1)]))
@@ -212,28 +218,21 @@ def plot_ablation(rows, path, title='Recipe ablation: valid accuracy per row'):
     """One figure: each row's mean valid accuracy with its 95% interval (the larger of the seed interval and the
     Wilson interval of the valid set); kept rows green, rows not kept grey, the start and the final model blue. Rows
     without a valid accuracy (refit) are left out."""
-    shown = [r for r in rows if r.get('valid_acc') is not None]
+    shown = [r for r in map(Row.of, rows) if r.valid_acc is not None]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.4))
     colours = {'yes': 'tab:green', 'no': 'tab:gray', 'start': 'tab:blue', 'final': 'tab:blue'}
     for i, r in enumerate(shown):
-        lo, hi = wilson(r['valid_acc'], r.get('n_eval') or 0)
-        half = max(r.get('valid_acc_ci') or 0.0, (hi - lo) / 2 if r.get('n_eval') else 0.0)
-        ax.errorbar(r['valid_acc'], i, xerr=half, fmt='o', color=colours.get(r.get('kept'), 'black'), capsize=3)
-    ax.set_yticks(range(len(shown)), [f"{r['name']}" + (f" on {r['on']}: {r['kept']}" if r.get('on') and r['kept'] in
-                                                         ('yes', 'no') else '') for r in shown], fontsize=8)
+        lo, hi = wilson(r.valid_acc, r.n_eval or 0)
+        half = max(r.valid_acc_ci or 0.0, (hi - lo) / 2 if r.n_eval else 0.0)
+        ax.errorbar(r.valid_acc, i, xerr=half, fmt='o', color=colours.get(r.kept, 'black'), capsize=3)
+    ax.set_yticks(range(len(shown)), [f"{r.name}" + (f" on {r.on}: {r.kept}" if r.on and r.kept in
+                                                     ('yes', 'no') else '') for r in shown], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel('valid accuracy (mean over seeds; bar: 95% interval, the larger of seeds and Wilson)')
     ax.set_title(title, fontsize=10)
     ax.grid(axis='x', alpha=0.3)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return Path(path)
-
-
-def planned_runs(recipe, ablation=True, refit=False):
-    """The recipes stage 4 trains per seed at most, for its cost and time estimates: every row of the ablation (each
-    ingredient tried once), the final model, and the refit on train + valid."""
-    rows = [recipe] * (len(INGREDIENTS) + 1) if ablation else []
-    return rows + [recipe] + ([replace(recipe, train_on_valid=True)] if refit else [])
 
 
 def stage_cost(n_rows, n_seeds, epochs, n_train, n_valid, refit=False):

@@ -19,9 +19,10 @@ from fastai_lab.data.cache import item_cache
 from .checkpoint import Checkpoints
 from .cost import _sync, measure_model
 from .data.loaders import build_data
-from .learner import TORCH_OPTIMIZERS, build_model, fit_recipe, make_learner, precision_callbacks, seed_everything
+from .learner import TORCH_OPTIMIZERS, fit_recipe, make_learner, precision_callbacks
+from .models import build_model
 from .losses import seg_loss
-from .machine import loader_workers
+from .machine import loader_workers, seed_everything
 from .recipe import BACKBONE_UNET, CLASSIFIER_128, FINAL, SPEC, UNET, describe_model, scale_to_profile
 from .train import EpochLog, MetricsCSV
 

@@ -12,12 +12,10 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import get_model, to_device
 from fastcore.foundation import L
 
-from fastai_lab.arch.unet import BackboneUNet
 from .distributed import is_rank0
 from .io import atomic_write
 
-__all__ = ['read_torch_file', 'read_checkpoint', 'save_checkpoint', 'load_init', 'load_encoder_from_classifier',
-           'Checkpoints', 'resume']
+__all__ = ['read_torch_file', 'read_checkpoint', 'save_checkpoint', 'Checkpoints', 'resume']
 
 
 def read_torch_file(path):
@@ -28,39 +26,6 @@ def read_torch_file(path):
     allowed = [L, numpy_scalar, np.dtype, *(getattr(np.dtypes, name) for name in np.dtypes.__all__)]
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def load_encoder_from_classifier(model, checkpoint_path):
-    """Load a `ResNet` classifier's checkpoint into `model`: a `ResNet`, or a `BackboneUNet`'s encoder (its head
-    weights are then ignored). Raises `FileNotFoundError` or `ValueError`, naming the file, when it is missing
-    or does not fit. Returns `model`."""
-    path = Path(checkpoint_path)
-    if not path.is_file(): raise FileNotFoundError(f"classifier checkpoint not found: {path}")
-    state = read_checkpoint(path)['model']
-    target = model.encoder if isinstance(model, BackboneUNet) else model
-    if target is not model: state = {k: v for k, v in state.items() if not k.startswith('head.')}
-    expected = target.state_dict()
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    shapes = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        few = lambda ks: ', '.join(ks[:5]) + (f' (+{len(ks) - 5} more)' if len(ks) > 5 else '')
-        problems = [f"{what}: {few(ks)}" for what, ks in
-                    (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if ks]
-        raise ValueError(f"{path} does not fit {type(target).__name__ if target is model else 'the encoder'}: "
-                         + '; '.join(problems))
-    target.load_state_dict(state)
-    return model
-
-
-def load_init(model, path):
-    "Load `path` into `model`: a whole model's weights, or (for a backbone U-Net) a classifier's stem and stages."
-    state = read_checkpoint(path)
-    if isinstance(model, BackboneUNet) and not any(k.startswith('encoder.') for k in state['model']):
-        return load_encoder_from_classifier(model, path)
-    try: model.load_state_dict(state['model'])
-    except RuntimeError as e: raise ValueError(f"{path} does not fit the model: {str(e).splitlines()[0]}") from None
-    return model
 
 
 def read_checkpoint(path):

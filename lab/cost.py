@@ -121,9 +121,9 @@ def run_cost(model_cost, history, images_per_epoch, device, peak_bytes=None):
 
 def cost_columns(runs):
     """A table row's cost columns from its runs' summaries (one per seed; the model part is the first run's, the
-    training throughput the mean over seeds); blank (None) for runs saved without a cost."""
+    training throughput the mean over seeds)."""
     costs = [r.get('cost') for r in runs if r.get('cost')]
-    if not costs: return dict.fromkeys(COST_COLUMNS)
+    if not costs: return {}  # runs saved before the lab measured cost: no cost columns, and the note says so
     c, speeds = costs[0], [x['train_images_per_s'] for x in costs if x.get('train_images_per_s')]
     return dict(macs_G=c['gmacs'], trainable_M=round(c['trainable_params'] / 1e6, 3),
                 infer_img_s=c['infer_images_per_s'], latency_ms=c['latency_ms'],

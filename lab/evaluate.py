@@ -1,13 +1,13 @@
 """Evaluating a trained run: the classifier's test report (T2.11, T2.12) and the U-Net's test and sim-to-real scores.
 
-`evaluate_run` is what a run does after training (lab.train) and what scripts/evaluate.py does for any finished run:
+`evaluate_run` is what a run does after training (lab.train) and, through `lab.saved`, what scripts/evaluate.py does
+for any finished run:
 classifier: accuracy with its 95% Wilson interval, per-class P/R/F1, confusion matrix (PNG + CSV), `show_results`
 and 10 random test images, plus test-time augmentation when the recipe asks for it (fastai's `learn.tta`, or the
 lab's multi-view TTA: `lab.ingredients.multi_view_logits`); with TTA the per-class table, the confusion matrix and the
 samples rest on the TTA predictions, the same as the headline accuracy. U-Net: IoU, Dice and pixel accuracy on the
 held-out test frames and on the real Kaggle frame(s), with prediction figures.
 """
-from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -19,17 +19,12 @@ import torch
 from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .data.loaders import build_data, real_moon_pair
 from .ingredients import multi_view_logits, view_words
-from .io import read_json, write_json
-from .learner import load_run_model, make_learner, seed_everything, setup_torch
-from .machine import environment_info
-from .predict import check_run_dir
 from .stats import wilson
-from .tables import markdown_table, write_table
+from .tables import write_table
 
 __all__ = ['test_report', 'per_class_table', 'plot_samples', 'evaluate_run', 'tta_accuracy', 'predictions',
-           'tta_words', 'tta_scores', 'seg_scores', 'plot_predictions', 'evaluate_saved_run']
+           'tta_words', 'seg_scores', 'plot_predictions']
 
 
 def per_class_table(targets, predictions, names):
@@ -119,22 +114,6 @@ def tta_accuracy(learn, dl, recipe):
     return _accuracy(p['tta'], p['targets'])
 
 
-def tta_scores(run_dir, recipe):
-    """Valid and test accuracy of a finished classifier run's kept checkpoint (model.pth), one pass and with
-    `recipe`'s test-time augmentation: dict(valid_acc, valid_acc_tta, test_acc, test_acc_tta, n_valid, n_test).
-    Stage 4 measures TTA this way on its best row only; nothing is written."""
-    model, _ = load_run_model(run_dir)
-    seed_everything(recipe.seed)  # fastai's learn.tta draws augmentations: the same ones every time
-    data = build_data(recipe, say=False)
-    learn = make_learner(recipe, model, data.dls)
-    out = {}
-    for split, dl in (('valid', data.dls.valid), ('test', data.test_dl())):
-        p = predictions(learn, dl, recipe)
-        out.update({f'{split}_acc': _accuracy(p['plain'], p['targets']), f'{split}_acc_tta': _accuracy(p['tta'], p['targets']),
-                    f'n_{split}': len(p['targets'])})
-    return out
-
-
 def plot_predictions(learn, dl, folder, n=4, threshold=0.5, prefix='prediction'):
     "`n` figures `<prefix>_<k>.png` of frames of `dl`: input, predicted mask (sigmoid > threshold), true mask."
     learn.model.eval()
@@ -162,10 +141,12 @@ def seg_scores(learn, dl, prefix):
 
 def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pair=False):
     """Everything a run reports after training (see the module docstring); returns the numbers for its summary.
-    `test`: the test split too; `figures`: the PNGs; `real_pair`: segmentation on the real Kaggle frame(s) as well."""
+    `test`: the test split too; `figures`: the PNGs; `real_pair`: segmentation on the real Kaggle frame(s) as well
+    (`data.real_pairs`)."""
     folder, out = Path(folder), {}
     if recipe.task == 'classify':
-        if recipe.tta and not recipe.train_on_valid: out['valid_acc_tta'] = tta_accuracy(learn, learn.dls.valid, recipe)
+        if recipe.tta and not recipe.train_on_valid:
+            out.update(valid_acc_tta=tta_accuracy(learn, learn.dls.valid, recipe))
         if test:
             tdl = data.test_dl()
             p = predictions(learn, tdl, recipe)  # the plain pass and (with TTA) the headline's, together
@@ -174,7 +155,7 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
             out.update(test_report(learn, tdl, data.names, folder, seed=recipe.seed, figures=figures, title=title,
                                    preds=(headline, p['targets'])), test_report_preds='tta' if recipe.tta else 'plain')
             if recipe.tta:  # test_acc stays the plain pass's (the ablation's rows compare it); the report is TTA's
-                out['test_acc_tta'] = out['test_acc']
+                out.update(test_acc_tta=out['test_acc'])
                 plain = _accuracy(p['plain'], p['targets'])
                 lo, hi = wilson(plain, len(p['targets']))
                 out.update(test_acc=plain, test_acc_lo=lo, test_acc_hi=hi)
@@ -188,59 +169,10 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
         out.update(seg_scores(learn, tdl, 'test'), n_test=len(data.test_items))
         if figures: plot_predictions(learn, tdl, folder, n=3, prefix='test_prediction')
     if real_pair:
-        found = real_moon_pair()
+        found = data.real_pairs
         if found:
             place, pairs = found
             rdl = data.test_dl(pairs)
             out.update(seg_scores(learn, rdl, 'real'), real_frames=len(pairs), real_data=str(place))
             if figures: plot_predictions(learn, rdl, folder, n=1, prefix='real_prediction')
-    return out
-
-
-# ----- a finished run folder again (scripts/evaluate.py): its model.pth on its recipe's data -------------------------
-
-
-def evaluate_saved_run(run_dir, folder, data=None, figures=True):
-    """Evaluate a run folder's kept checkpoint again, into `folder`: the model rebuilt from model.pth's recipe and the
-    data from the same recipe (same folder, classes, split; `data`: the data folder's new place when it moved).
-    Classifier: valid accuracy and the test report (`test_report`: per-class P/R/F1, confusion matrix PNG + CSV, show
-    results, 10 samples; TTA when the recipe has it). U-Net: IoU, Dice and pixel accuracy on valid, on the test frames
-    and on the real frame(s) when there are any, with prediction figures. Writes evaluation.json and metrics.md;
-    returns the numbers."""
-    run = check_run_dir(run_dir, 'model.pth')
-    if not (run / 'summary.json').is_file():
-        print(f"NOTICE: {run} is unfinished: evaluating its best checkpoint so far")
-    model, recipe = load_run_model(run)
-    if data: recipe = replace(recipe, data=str(Path(data).resolve()))
-    if recipe.data and not Path(recipe.data).exists():
-        raise FileNotFoundError(f"{recipe.data}: the data folder of {run} (named by the recipe in its model.pth) is not "
-                                f"there any more; pass --data with its new place")
-    setup_torch()
-    seed_everything(recipe.seed, recipe.deterministic)
-    data_ = build_data(recipe).check()  # every image decoded before anything is written, a bad one named
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    learn = make_learner(recipe, model, data_.dls)
-    learn.path, learn.model_dir = folder, '.'
-    out = dict(run=str(run), task=recipe.task, arch=recipe.arch, data=str(data_.root), source=data_.source,
-               n_valid=data_.info['n_valid'], n_test=data_.info['n_test'])
-    if recipe.task == 'classify':
-        loss, acc = learn.validate()[:2]
-        out.update(valid_loss=float(loss), valid_acc=float(acc))
-    else: out.update(seg_scores(learn, learn.dls.valid, 'valid'))
-    seed_everything(recipe.seed)
-    out.update(evaluate_run(learn, data_, recipe, folder, test=True, figures=figures, real_pair=True))
-    if recipe.task == 'classify' and 'n' in out: out['n_test_scored'] = out.pop('n')
-    if recipe.train_on_valid: out['note'] = 'trained on train + valid: its valid numbers are not held out'
-    if data_.caveats: out['caveats'] = data_.caveats
-    trained = read_json(run / 'summary.json') if (run / 'summary.json').is_file() else {}
-    write_json(folder / 'evaluation.json', dict(out, recipe=recipe.to_dict(), data_info=data_.info,
-                                                trained_summary={k: trained.get(k) for k in ('best_epoch', 'best', 'test_acc')
-                                                                 if k in trained},
-                                                environment=environment_info()))
-    rows = pd.DataFrame([{'metric': k, 'value': v} for k, v in out.items() if isinstance(v, (int, float))])
-    (folder / 'metrics.md').write_text(f"# Evaluation of {run}\n\nData: {data_.root} ({data_.source}); "
-                                       f"checkpoint: model.pth (recipe inside it).\n\n" + markdown_table(rows) +
-                                       (f"\n{out['note']}\n" if 'note' in out else '') +
-                                       ''.join(f"\n**Caveat:** {c}.\n" for c in data_.caveats))
     return out

@@ -6,6 +6,7 @@ reader, or a kill mid-write, never sees half a file.
 """
 import json, math, os
 from contextlib import contextmanager
+from dataclasses import is_dataclass
 from pathlib import Path
 
 __all__ = ['atomic_write', 'write_text', 'write_json', 'read_json', 'json_safe', 'same_json']
@@ -30,8 +31,10 @@ def write_text(path, text):
 
 
 def json_safe(o):
-    "JSON-safe copy: Paths to str, NaN/inf to None, numpy/torch scalars to Python, tuples to lists, slices to text."
+    """JSON-safe copy: records (their to_dict), Paths to str, NaN/inf to None, numpy/torch scalars to Python, tuples
+    to lists, slices to text."""
     if isinstance(o, dict): return {str(k): json_safe(v) for k, v in o.items()}
+    if is_dataclass(o) and hasattr(o, 'to_dict'): return json_safe(o.to_dict())  # a record or a table row
     if isinstance(o, (list, tuple)): return [json_safe(v) for v in o]
     if isinstance(o, Path): return str(o)
     if isinstance(o, slice): return f'slice({o.start}, {o.stop})'

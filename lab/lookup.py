@@ -2,7 +2,8 @@
 
 A stage summary carries a `data_key` (data folder, classes, split, profile); a later stage, the report and the
 backbone script read only finished stages with the same key (or the folder named with --from), and say when a newer
-one ran on other data. Stages hand each other a `Recipe` (`chosen_recipe`), never printed strings or summary keys.
+one ran on other data. Stages hand each other a `Recipe` (`chosen_recipe`, through `lab.stage.stage_choice`), never printed strings or
+summary keys.
 """
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from .io import read_json, same_json
 from .recipe import Recipe
 
-__all__ = ['read_stage', 'finished_stages', 'latest_stage_summary', 'key_difference', 'chosen_recipe', 'stage_choice']
+__all__ = ['read_stage', 'finished_stages', 'latest_stage_summary', 'key_difference', 'chosen_recipe']
 
 
 def read_stage(folder, stage=None, flag='--from'):
@@ -70,28 +71,3 @@ def key_difference(theirs, ours, names=('there', 'here')):
 def chosen_recipe(summary):
     "The Recipe of the best variant of a finished stage (its summary, as `latest_stage_summary` or `read_stage` give it)."
     return Recipe.from_dict(summary['best_recipe'], source=f"{summary['path']}/summary.json")
-
-
-def stage_choice(opts, stage, recipe):
-    """The recipe to train after `stage`: `recipe` with the model chosen by `stage` (its best variant), and the reason.
-
-    The choice comes from the stage folder given with --from, else from the newest finished invocation of `stage`
-    under --out on the same data, classes, split and profile; without one, `recipe` keeps its documented default
-    model, and the reason says so. Model flags given on the command line win over the choice."""
-    from .data.loaders import resolve_data
-    recipe = resolve_data(recipe)  # compared by its explicit data folder and class list
-    if opts.from_:
-        summary = read_stage(opts.from_, stage)
-        if not same_json(summary.get('data_key'), recipe.data_key()):
-            print(f"WARNING: --from {opts.from_} ran on other data, classes, split or profile "
-                  f"({key_difference(summary.get('data_key'), recipe.data_key())}); used because it was named")
-    else: summary = latest_stage_summary(opts.out, stage, like=recipe)
-    overrides = opts.model_overrides
-    if summary is None:
-        print(f"NOTICE: no finished {stage} run on this data under {opts.out}; using the documented default "
-              f"model {dict(recipe.model)}")
-        return recipe, f"default (no {stage} run on this data)"
-    model = dict(chosen_recipe(summary).model, **overrides)
-    print(f"using the choice of {stage}: {summary['best']} {model} ({summary['path']})"
-          + (f"; model flags {overrides} override it" if overrides else ''))
-    return replace(recipe, model=model), f"{stage}: {summary['conclusion']}"

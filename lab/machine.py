@@ -1,5 +1,6 @@
 """The machine a run is on: its device, precision, torch threads and loader workers, and the provenance of a number
-(device, library versions, host, git commit) that every run's config.json records.
+(device, library versions, host, git commit) that every run's config.json records, and the seeding of its random
+number generators (`seed_everything`, `rng_preserved`).
 
 The one place that decides device and precision. `--device` (`select_device`) says where this process trains:
 auto = a CUDA GPU, else Apple's MPS GPU, else the CPU; `cuda` = this process's GPU (each `--jobs` worker takes the
@@ -13,15 +14,17 @@ next one, each torchrun process its LOCAL_RANK's), `cuda:N` = GPU N, `mps`, `cpu
 Explicit asks the machine cannot serve (`--device cuda` without CUDA, `--precision bf16` on a T4, `--precision fp16`
 on the CPU) are one-line errors naming the flag and the card. `announce` prints the choice and why, once per process.
 """
-import os, platform, socket, subprocess, sys
+import os, platform, random, socket, subprocess, sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 __all__ = ['DEVICE_HELP', 'PRECISION_WORDS', 'select_device', 'selected_device', 'default_device', 'device_reason',
            'has_gpu', 'n_gpus', 'worker_device', 'device_name', 'resolve_precision', 'machine_info', 'announce',
-           'loader_workers', 'cpu_threads', 'environment_info', 'git_state']
+           'loader_workers', 'cpu_threads', 'seed_everything', 'rng_preserved', 'environment_info', 'git_state']
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,6 +188,27 @@ def announce(precision='auto'):
         _said.add(line)
         print(line, flush=True)
     return info
+
+
+# ----- random number generators -----------------------------------------------------------------------------------
+
+def seed_everything(seed, deterministic=False):
+    "Seed Python, NumPy and torch (all devices); `deterministic`: cuDNN's deterministic kernels, else its autotuner."
+    random.seed(seed); np.random.seed(seed % 2 ** 32); torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic
+
+
+@contextmanager
+def rng_preserved():
+    "Restore python, numpy and torch (CPU and initialised CUDA) RNG states afterwards, so caching changes no numbers."
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try: yield
+    finally:
+        random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
+        if cuda is not None: torch.cuda.set_rng_state_all(cuda)
 
 
 # ----- threads, workers, provenance -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 A classifier gives the top classes of each image; a U-Net gives a rock mask at the image's own size and an overlay.
 """
-import warnings
+import pickle, types, warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,17 +73,39 @@ def image_files(paths):
     return list(dict.fromkeys(files))
 
 
+# Where the modules of runs exported before the lab's one import name (`fastai_lab`) live now: the longest prefix wins.
+OLD_MODULES = {'lab.data': 'fastai_lab.data.loaders', 'lab.device_data': 'fastai_lab.data.cache', 'lab': 'fastai_lab',
+               'arch': 'fastai_lab.arch', 'data': 'fastai_lab.data'}
+
+
+def new_module(name):
+    "The module that holds what `name` held in the lab's earlier layout (`OLD_MODULES`); other names as they are."
+    for old in sorted(OLD_MODULES, key=len, reverse=True):
+        if name == old or name.startswith(old + '.'): return OLD_MODULES[old] + name[len(old):]
+    return name
+
+
+class _Unpickler(pickle.Unpickler):
+    """pickle's Unpickler that finds the lab's classes of an earlier layout in their modules of today (mapped first:
+    from a checkout, `arch` may still import as a folder, and its classes would not be the lab's)."""
+    def find_class(self, module, name): return super().find_class(new_module(module), name)
+
+
+_PICKLE = types.SimpleNamespace(Unpickler=_Unpickler, load=lambda f, **kw: _Unpickler(f, **kw).load(),
+                                __name__='pickle')
+
+
 def load_exported(run_dir):
-    "A run folder's exported Learner (export.pkl) on the CPU; its data is not needed."
+    "A run folder's exported Learner (export.pkl) on the CPU, its earlier layout's too; its data is not needed."
     from fastai.learner import load_learner
     path = check_run_dir(run_dir, 'export.pkl') / 'export.pkl'
     try:
         with warnings.catch_warnings():  # fastai warns that export.pkl is a pickle: it is the lab's own run
             warnings.filterwarnings('ignore', message='.*load_learner.*pickle', category=UserWarning)
-            learn = load_learner(path, cpu=True)
+            learn = load_learner(path, cpu=True, pickle_module=_PICKLE)
     except Exception as e:
         raise ValueError(f"{path}: cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         f"it needs the lab's code (arch/, lab/, data/) importable") from None
+                         f"it needs the lab's code (fastai_lab) importable") from None
     learn.model.eval()
     return learn
 

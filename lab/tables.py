@@ -60,8 +60,9 @@ def markdown_table(df):
 
 
 def write_table(rows, folder, name='table', title=None, notes=None):
-    "Write `rows` (list of dicts or a frame) as `<name>.csv` and `<name>.md` (with optional title and notes)."
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    """Write `rows` (list of dicts or of table rows, `lab.rows`, or a frame) as `<name>.csv` and `<name>.md` (with
+    optional title and notes)."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame([getattr(r, 'to_dict', lambda: r)() for r in rows])
     df.to_csv(Path(folder) / f'{name}.csv', index=False)
     md = (f'# {title}\n\n' if title else '') + markdown_table(df) + (f'\n{notes}\n' if notes else '')
     (Path(folder) / f'{name}.md').write_text(md)

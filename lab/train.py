@@ -1,4 +1,4 @@
-"""One training run from its recipe: `train_run(recipe, run_dir)` writes the run folder (D7) and returns its summary.
+"""One training run from its recipe: `train_run(recipe, run_dir)` writes the run folder (D7) and returns its record.
 
 A run is a pure function of its recipe: it seeds Python, NumPy and torch, then builds its DataLoaders (whose
 shuffling and augmentation draw from those seeds), its model and its Learner, so that the same recipe gives the same
@@ -31,9 +31,11 @@ from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
 from .ingredients import TRAINING_ONLY, WeightEMA
 from .io import read_json, write_json
-from .learner import build_model, fit_recipe, make_learner, seed_everything, setup_torch
-from .machine import environment_info, machine_info
+from .learner import fit_recipe, make_learner, setup_torch
+from .models import build_model
+from .machine import environment_info, machine_info, seed_everything
 from .progress import RunProgress
+from .record import RunRecord, data_counts
 from .recipe import describe_model
 from .tables import plot_curves
 
@@ -89,11 +91,11 @@ def load_history(run_dir):
 
 
 def train_run(recipe, run_dir, options=RunOptions()):
-    """Train `recipe` (resolved: see `lab.data.resolve_data`) into `run_dir` and return its summary.
+    """Train `recipe` (resolved: see `lab.data.resolve_data`) into `run_dir`; return its `RunRecord`.
 
     A finished run (summary.json present) is not trained again; an interrupted one continues from last.pth."""
     run_dir = Path(run_dir)
-    if (run_dir / 'summary.json').is_file(): return read_json(run_dir / 'summary.json')
+    if (run_dir / 'summary.json').is_file(): return RunRecord.read(run_dir)
     setup_torch()
     seed_everything(recipe.seed, recipe.deterministic)
     data = build_data(recipe, say=False).check(say=False)  # the stage checked and said which data it is
@@ -119,7 +121,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     start, best, extra = resume(learn, run_dir, recipe, kept_states)
     learn.first_epoch = start
     monitor = None if recipe.train_on_valid else recipe.monitor
-    cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name, recipe, data.info),
+    cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name),
            Checkpoints(run_dir, recipe, monitor, best, kept_states), *extra]
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)  # the run's own peak, not the timing's
     t0 = time.perf_counter()
@@ -130,28 +132,27 @@ def train_run(recipe, run_dir, options=RunOptions()):
     kept = read_checkpoint(run_dir / 'model.pth')
     get_model(learn.model).load_state_dict(kept['model'])  # the best epoch by valid (T2.11), or the last one
     history = load_history(run_dir)
-    summary = _summary(history, recipe, monitor, kept['epoch'], n_params, n_trainable, wall, run_dir.name)
-    summary.update({k: data.info[k] for k in ('n_train', 'n_valid', 'n_test')}, data_path=data.info['data_path'],
-                   bs=data.info['bs'], caveats=data.caveats)
-    summary['cost'] = run_cost(cost, history, len(data.dls.train) * data.dls.train.bs, device,
-                               torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None)
-    write_json(run_dir / 'config.json', dict(read_json(run_dir / 'config.json'), cost=summary['cost']))
-    if options.stats: summary.update(_save_stats(stats, run_dir, f"{run_dir.name} ({recipe.model.get('act')})"))
+    record = _summary(history, recipe, monitor, kept['epoch'], n_params, n_trainable, wall, run_dir.name)
+    record.update(**data_counts(data.info), data_path=data.info['data_path'], bs=data.info['bs'], caveats=data.caveats)
+    record.update(cost=run_cost(cost, history, len(data.dls.train) * data.dls.train.bs, device,
+                                torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None))
+    write_json(run_dir / 'config.json', dict(read_json(run_dir / 'config.json'), cost=record.cost))
+    if options.stats: record.update(**_save_stats(stats, run_dir, f"{run_dir.name} ({recipe.model.get('act')})"))
     plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else ('loss', 'iou', 'dice', 'pixel_acc'))
     seed_everything(recipe.seed)  # evaluation draws augmentations (TTA) and samples: the same ones every time
     with evaluating_alone():
-        summary.update(evaluate_run(learn, data, recipe, run_dir, options.test, options.figures, options.real_pair))
+        record.update(**evaluate_run(learn, data, recipe, run_dir, options.test, options.figures, options.real_pair))
         if options.export: _export(learn)
-    write_json(run_dir / 'summary.json', summary)
+    record.write(run_dir)
     (run_dir / 'last.pth').unlink(missing_ok=True)  # the resume state is not needed once the run is finished
-    return summary
+    return record
 
 
 def _summary(history, recipe, monitor, kept_epoch, n_params, n_trainable, wall, name):
     row = lambda i: {k: float(v) for k, v in history.iloc[i].items()}
     kept = int(np.flatnonzero(history['epoch'].to_numpy() == kept_epoch)[0])
     if monitor and np.isnan(history[monitor].iloc[kept]): monitor = f'last epoch ({monitor} undefined)'
-    return dict(best_epoch=int(kept_epoch), best=row(kept), final=row(-1),
+    return RunRecord(best_epoch=int(kept_epoch), best=row(kept), final=row(-1),
                 min_valid_loss=float(history['valid_loss'].min()), monitor=monitor or 'last epoch (train on valid)',
                 params=n_params, trainable_params=n_trainable, epochs=recipe.epochs, seed=recipe.seed,
                 wall_seconds=round(wall, 2), epoch_seconds=float(history['seconds'].median()), run=name,
@@ -167,7 +168,7 @@ def _stats_callbacks(dls, epochs):
 def _save_stats(stats, run_dir, title):
     """Write a run's statistics (CSV and PNG) and return their summary: mean share of activations <= 0, last-layer
     activation std, and the ratio of the first to the last layer's weight-gradient norm, averaged over training."""
-    from .callbacks import plot_activation_stats, plot_norms_over_steps
+    from .stat_plots import plot_activation_stats, plot_norms_over_steps
     grad, act = stats
     grad.to_frame().to_csv(run_dir / 'gradient_stats.csv', index=False)
     act.to_frame().to_csv(run_dir / 'activation_stats.csv', index=False)

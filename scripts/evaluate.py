@@ -28,21 +28,23 @@ def flags(p):
 
 
 def _say(out, folder):
-    if out['task'] == 'classify' and 'test_acc' in out:
-        text = (f"test accuracy {out['test_acc']:.1%} (95% Wilson {out['test_acc_lo']:.1%}-{out['test_acc_hi']:.1%}) on "
-                f"{out['n_test_scored']} images, macro F1 {out['macro_f1']:.3f}; valid accuracy {out['valid_acc']:.1%}")
+    "One line of what `out` (an `Evaluation`) measured."
+    if out.task == 'classify' and out.has('test_acc'):
+        text = (f"test accuracy {out.test_acc:.1%} (95% Wilson {out.test_acc_lo:.1%}-{out.test_acc_hi:.1%}) on "
+                f"{out.n_test_scored} images, macro F1 {out.macro_f1:.3f}; valid accuracy {out.valid_acc:.1%}")
     else:
         from fastai_lab.metrics import score_text
-        text = '; '.join(f"{where} IoU {score_text(out[f'{where}_iou'])}, Dice {score_text(out[f'{where}_dice'])}, "
-                         f"pixel accuracy {out[f'{where}_pixel_acc']:.3f}" for where in ('valid', 'test', 'real')
-                         if f'{where}_iou' in out)
-    print(f"{out['run']}: {text}" + (f" ({out['note']})" if 'note' in out else '')
-          + ''.join(f"\nWARNING: {c}" for c in out.get('caveats', [])) + (f"\nresults: {folder}" if folder else ''))
+        score = lambda where, m: getattr(out, f'{where}_{m}')
+        text = '; '.join(f"{where} IoU {score_text(score(where, 'iou'))}, Dice {score_text(score(where, 'dice'))}, "
+                         f"pixel accuracy {score(where, 'pixel_acc'):.3f}" for where in ('valid', 'test', 'real')
+                         if out.has(f'{where}_iou'))
+    print(f"{out.run}: {text}" + (f" ({out.note})" if out.has('note') else '')
+          + ''.join(f"\nWARNING: {c}" for c in out.caveats or []) + (f"\nresults: {folder}" if folder else ''))
 
 
 def body(args):
     from fastai_lab.predict import check_run_dir
-    from fastai_lab.evaluate import evaluate_saved_run
+    from fastai_lab.saved import evaluate_saved_run
     from fastai_lab.results import stage_dir
     run = check_run_dir(args.run_dir, 'model.pth')  # before any folder is made
     if args.out:

@@ -7,51 +7,41 @@ GPU the quick profile runs (say --full to override). The scripts run in this pro
 as if called on its own with the flags given here: the recipe flags go to every training script. Stops at the first
 failing script; `--resume` continues every stage where it stopped (finished stages and runs are kept, not redone).
 Times go to results/run_all/<timestamp>/times.json. After its first training stage it estimates the time the rest
-of the lab will take (`lab_estimate`), as each stage does for its own runs after its first epoch.
+of the lab will take from the runs each script trains (`SCRIPTS`), as each stage does for its own runs after its
+first epoch.
 """
-import runpy, sys, time
+import sys, time
 from pathlib import Path
-from dataclasses import fields, replace
 
-from fastai_lab.ablation import planned_runs
-from fastai_lab.cli import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, run_script, runtime_flags, script
-from fastai_lab.comparisons import activation_variants, blocks_variants
+from fastai_lab.cli import run_script, script
+from fastai_lab.flags import TASK_ONLY, parse_jobs, parse_seeds, recipe_argv, recipe_flags, runtime_flags
 from fastai_lab.io import write_json
 from fastai_lab.machine import announce, select_device
-from fastai_lab.progress import lab_estimate
-from fastai_lab.recipe import Recipe, pick_profile, scale_to_profile
+from fastai_lab.progress import duration
+from fastai_lab.recipe import pick_profile
 from fastai_lab.results import stage_dir
 
 HERE = Path(__file__).resolve().parent  # the scripts folder
 
-# script, the data it takes (Tiny ImageNet / moon), whether it trains (takes the recipe and runtime flags); the probes
-# take --out, --data and --quick, the report --out alone
-SCRIPTS = [('task1_variance', 'tiny', False), ('task1_gradients', 'tiny', False),
-           ('stage2_baseline', 'tiny', True), ('stage3_1_channels', 'tiny', True), ('stage3_2_blocks', 'tiny', True),
-           ('stage3_3_activations', 'tiny', True), ('stage4_final', 'tiny', True),
-           ('task3_classifier128', 'tiny', True), ('task3_unet', 'moon', True), ('task3_unet_backbone', 'moon', True),
-           ('report', None, False)]
+# script, the data it takes (Tiny ImageNet / moon), the training runs it makes per seed (0: it trains nothing; the
+# others take the recipe and runtime flags; stage 4: its greedy ablation's rows at most, and the final model), for the
+# estimate of the lab's time. The probes take --out, --data and --quick, the report --out alone.
+SCRIPTS = [('task1_variance', 'tiny', 0), ('task1_gradients', 'tiny', 0),
+           ('stage2_baseline', 'tiny', 1), ('stage3_1_channels', 'tiny', 2), ('stage3_2_blocks', 'tiny', 3),
+           ('stage3_3_activations', 'tiny', 4), ('stage4_final', 'tiny', 12),
+           ('task3_classifier128', 'tiny', 1), ('task3_unet', 'moon', 1), ('task3_unet_backbone', 'moon', 2),
+           ('report', None, 0)]
 
 
-# What each training script trains per seed, as recipes (for the lab's time estimate): the variants of lab.comparisons,
-# stage 4's planned runs (lab.ablation), the backbone U-Net's A then B (half as many epochs).
-RUNS_PER_SEED = {
-    'stage2_baseline': lambda r: [r],
-    'stage3_1_channels': lambda r: [r, r],
-    'stage3_2_blocks': lambda r: list(blocks_variants(r).values()),
-    'stage3_3_activations': lambda r: list(activation_variants(r).values()),
-    'stage4_final': planned_runs,
-    'task3_classifier128': lambda r: [r],
-    'task3_unet': lambda r: [r],
-    'task3_unet_backbone': lambda r: [r, replace(r, epochs=max(1, r.epochs // 2))],
-}
-
-
-def planned(args, profile, names):
-    "script -> the recipes it trains per seed, for the training scripts `names` (their RECIPE with the flags given)."
-    given = {f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name) and f.name != 'data'}
-    recipe = lambda name: replace(scale_to_profile(runpy.run_path(str(HERE / f'{name}.py'))['RECIPE'], profile), **given)
-    return {name: RUNS_PER_SEED[name](recipe(name)) for name in names}
+def estimate(name, seconds, runs, later, n_seeds):
+    """One line: the rest of the lab (`later`: the training scripts still to run, with their runs per seed) at the mean
+    time of a run of `name` (`runs` per seed took `seconds`), one run after another."""
+    per_run = seconds / max(1, runs * n_seeds)
+    left = sum(r for _, r in later) * n_seeds
+    if not later or per_run <= 0: return None
+    return (f"run_all: {len(later)} training script{'s' if len(later) > 1 else ''} and {left} runs left, about "
+            f"{duration(left * per_run)} at {per_run:.1f} s a run (every run as long as {name}'s; the final model's and "
+            f"the 128 px classifier's take longer, stage 4 may train fewer rows)")
 
 
 def flags(p):
@@ -88,9 +78,10 @@ def run(args):
     names = [s for s, *_ in SCRIPTS]
     unknown = sorted(set(args.only.split(',')) - set(names)) if args.only else []
     if unknown: raise ValueError(f"--only {args.only!r}: unknown scripts {unknown}; expected some of {names}")
-    chosen = [(name, trains) for name, _, trains in SCRIPTS if not args.only or name in args.only.split(',')]
+    chosen = [(name, runs) for name, _, runs in SCRIPTS if not args.only or name in args.only.split(',')]
     times, start, estimated = {}, time.perf_counter(), False
-    for name, data_kind, trains in SCRIPTS:
+    for name, data_kind, runs in SCRIPTS:
+        trains = runs > 0
         if args.only and name not in args.only.split(','): continue
         script_argv = argv_for(name, data_kind, trains, args, profile)
         print(f"\n=== {name}: {script_argv}", flush=True)
@@ -103,10 +94,8 @@ def run(args):
         times[name] = round(time.perf_counter() - t0, 1)
         if trains and not estimated:  # after the first training stage: the rest of the lab at its speed
             estimated = True
-            later = [n for n, t in chosen[[n for n, _ in chosen].index(name) + 1:] if t]
-            seeds = parse_seeds(args.seeds) if args.seeds else [0]
-            try: line = lab_estimate(args.out, name, planned(args, profile, later), seeds, args.moon)
-            except (ValueError, KeyError, OSError) as e: line = f"run_all: no estimate of the rest ({e})"
+            later = [(n, r) for n, r in chosen[[n for n, _ in chosen].index(name) + 1:] if r]
+            line = estimate(name, times[name], runs, later, len(parse_seeds(args.seeds)) if args.seeds else 1)
             if line: print(f"\n{line}", flush=True)
     total = round(time.perf_counter() - start, 1)
     with stage_dir(args.out, 'run_all') as folder:

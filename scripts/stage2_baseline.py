@@ -10,6 +10,7 @@ parameters, images/s, latency, peak memory: `lab.cost`).
 from fastai_lab.cli import script
 from fastai_lab.recipe import SPEC
 from fastai_lab.comparisons import run_resnet_stage
+from fastai_lab.rows import Row
 from fastai_lab.tables import EPOCHS_FROM_0
 
 RECIPE = SPEC  # the spec's recipe, shared by every Task 2 comparison
@@ -21,9 +22,9 @@ def run(recipe, opts):
     summary = run_resnet_stage(opts, 'stage2_baseline', recipe, lambda r: {'baseline': r}, 'Stage 2: baseline ResNet',
                                show_model=True)
     if 'rows' in summary:
-        row = summary['rows'][0]
-        print(f"baseline: {row['params_M']}M parameters, best valid accuracy {row['valid_acc']:.1%} "
-              f"at epoch {row['best_epoch']:.0f} ({EPOCHS_FROM_0}); architecture in model.txt")
+        row = Row.of(summary['rows'][0])
+        print(f"baseline: {row.params_M}M parameters, best valid accuracy {row.valid_acc:.1%} "
+              f"at epoch {row.best_epoch:.0f} ({EPOCHS_FROM_0}); architecture in model.txt")
 
 
 main = script(run, recipe=RECIPE)

@@ -11,7 +11,7 @@ and states its cost ('+2.4 pts for 3.1x MACs'). The table carries every variant'
 
 from fastai_lab.cli import script
 from fastai_lab.recipe import SPEC
-from fastai_lab.lookup import stage_choice
+from fastai_lab.stage import stage_choice
 from fastai_lab.comparisons import blocks_variants, run_resnet_stage
 
 RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.1

@@ -14,8 +14,9 @@ and states its cost ('+2.4 pts for 3.1x MACs'). The table carries every variant'
 
 from fastai_lab.cli import script
 from fastai_lab.recipe import SPEC
-from fastai_lab.lookup import stage_choice
+from fastai_lab.stage import stage_choice
 from fastai_lab.comparisons import ACTIVATIONS, activation_variants, run_resnet_stage
+from fastai_lab.rows import Row
 
 RECIPE = SPEC  # the spec's recipe; the model comes from stage 3.2
 
@@ -25,9 +26,9 @@ def run(recipe, opts):
     base, reason = stage_choice(opts, 'stage3_2_blocks', recipe)
     summary = run_resnet_stage(opts, 'stage3_3_activations', base, activation_variants, 'Stage 3.3: activations',
                                chosen_from=reason, stats=True)
-    for r in summary.get('rows', []):
-        print(f"{r['name']} {ACTIVATIONS[r['name']]}: valid {r['valid_acc']:.1%}, share <= 0 "
-              f"{r['dead_share']:.2f}, first/last gradient norm {r['grad_first_over_last']:.3g}")
+    for r in map(Row.of, summary.get('rows', [])):
+        print(f"{r.name} {ACTIVATIONS[r.name]}: valid {r.valid_acc:.1%}, share <= 0 "
+              f"{r.dead_share:.2f}, first/last gradient norm {r.grad_first_over_last:.3g}")
 
 
 main = script(run, recipe=RECIPE, reads='stage3_2_blocks')

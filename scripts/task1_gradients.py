@@ -12,10 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fastai_lab.arch.probes import DeepConvReLU, probe_images
-from fastai_lab.callbacks import backward_probe, plot_layer_norms, plot_layer_profiles
+from fastai_lab.arch.probes import DeepConvReLU
+from fastai_lab.data.probes import probe_images
+from fastai_lab.callbacks import backward_probe
+from fastai_lab.stat_plots import plot_layer_norms, plot_layer_profiles
 from fastai_lab.tables import write_table
-from fastai_lab.cli import parse_seeds, probe_flags, script
+from fastai_lab.cli import script
+from fastai_lab.flags import parse_seeds, probe_flags
 from fastai_lab.machine import environment_info
 from fastai_lab.results import stage_dir
 from fastai_lab.io import write_json

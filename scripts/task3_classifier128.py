@@ -13,10 +13,11 @@ results/task3_classifier128/.
 
 from fastai_lab.cli import script
 from fastai_lab.recipe import CLASSIFIER_128
-from fastai_lab.stats import accuracy_text, compare
 from fastai_lab.cost import cost_note
+from fastai_lab.record import RunRecord
+from fastai_lab.stats import accuracy_text
 from fastai_lab.tables import EPOCHS_FROM_0, write_table
-from fastai_lab.comparisons import classifier_row
+from fastai_lab.rows import classifier_row, compare_valid
 from fastai_lab.stage import run_stage
 from fastai_lab.train import RunOptions
 
@@ -27,23 +28,24 @@ def run(recipe, opts):
     "Train the 128 px classifier, test it and keep its best checkpoint."
     def experiment(ctx):
         recipe = ctx.recipe
-        runs = ctx.train({'classifier128': recipe}, RunOptions(test=True))['classifier128']
+        runs = [RunRecord.of(r) for r in ctx.train({'classifier128': recipe}, RunOptions(test=True))['classifier128']]
         row = classifier_row('classifier128', recipe, runs)
-        valid, test = [r['best']['valid_accuracy'] for r in runs], [r['test_acc'] for r in runs]
-        conclusion = (f"valid accuracy {accuracy_text(row['valid_acc'], row['n_eval'], valid)} at {recipe.size} px; "
-                      f"test accuracy {accuracy_text(row['test_acc'], row['n_test'], test)}")
+        valid, test = [r.best['valid_accuracy'] for r in runs], [r.test_acc for r in runs]
+        conclusion = (f"valid accuracy {accuracy_text(row.valid_acc, row.n_eval, valid)} at {recipe.size} px; "
+                      f"test accuracy {accuracy_text(row.test_acc, row.n_test, test)}")
         if recipe.tta:  # the test report (per-class table, confusion matrix) rests on the TTA predictions
-            tta = [r['test_acc_tta'] for r in runs]
-            conclusion += (f"; with test-time augmentation {accuracy_text(sum(tta) / len(tta), row['n_test'], tta)} "
+            tta = [r.test_acc_tta for r in runs]
+            conclusion += (f"; with test-time augmentation {accuracy_text(sum(tta) / len(tta), row.n_test, tta)} "
                            f"(the test report's predictions)")
-        best_run = max(runs, key=lambda r: r['best']['valid_accuracy'])['run']
+        best_run = max(runs, key=lambda r: r.best['valid_accuracy']).run
         write_table([row], ctx.folder, title=f'Task 3.1: {recipe.size} px classifier', notes=(
-            f"{conclusion}.\n\n{compare([row], 'valid_acc')['text']} Best epoch by valid accuracy "
+            f"{conclusion}.\n\n{compare_valid([row])['text']} Best epoch by valid accuracy "
             f"({EPOCHS_FROM_0}); test = the "
             f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)."
             f"\n\n{cost_note([row])}"))
-        print(f"{recipe.size} px classifier: {row['params_M']}M parameters, {conclusion}")
-        return ctx.summary(f'Task 3.1: {recipe.size} px classifier', {'classifier128': recipe}, 'classifier128', [row],
+        print(f"{recipe.size} px classifier: {row.params_M}M parameters, {conclusion}")
+        return ctx.summary(f'Task 3.1: {recipe.size} px classifier', {'classifier128': recipe}, 'classifier128',
+                           [row.to_dict()],
                            conclusion, checkpoint=f'{best_run}/model.pth', image_size=recipe.size)
     return run_stage(opts, 'task3_classifier128', recipe, experiment)
 

@@ -16,7 +16,7 @@ from fastai_lab.recipe import UNET
 from fastai_lab.cost import cost_note
 from fastai_lab.tables import write_table
 from fastai_lab.stage import run_stage
-from fastai_lab.comparisons import seg_row, seg_table_rows
+from fastai_lab.rows import SegRow, seg_row, seg_table_rows
 from fastai_lab.metrics import score_text
 from fastai_lab.train import RunOptions
 
@@ -26,12 +26,13 @@ RECIPE = UNET  # the hand-written U-Net and its recipe (lab/recipe.py)
 def describe(row, held_out=True):
     """The row's scores in words: valid, test and real-frame IoU/Dice/pixel accuracy ('undefined (no rock pixels)'
     where a split's masks hold no rock). `held_out`: whether the test frames are kept out of training."""
-    parts = [f"valid IoU {score_text(row['iou'])}, Dice {score_text(row['dice'])}, pixel accuracy "
-             f"{row['pixel_acc']:.3f}"]
+    row = SegRow.of(row)
+    parts = [f"valid IoU {score_text(row.iou)}, Dice {score_text(row.dice)}, pixel accuracy {row.pixel_acc:.3f}"]
     test = 'held-out test frames' if held_out else 'test frames (the training frame itself: NOT held out)'
     for where, what in (('test', test), ('real', 'the real Kaggle frame (sim-to-real)')):
-        if f'{where}_iou' in row:
-            parts.append(f"{what}: IoU {score_text(row[f'{where}_iou'])}, Dice {score_text(row[f'{where}_dice'])}")
+        if row.has(f'{where}_iou'):
+            score = lambda m: score_text(getattr(row, f'{where}_{m}'))
+            parts.append(f"{what}: IoU {score('iou')}, Dice {score('dice')}")
     return '; '.join(parts)
 
 
@@ -44,9 +45,9 @@ def run(recipe, opts):
         write_table(seg_table_rows([row]), ctx.folder, title='Task 3.2: baseline U-Net (best epoch by valid IoU)',
                     notes=f"{conclusion}.\n\nData: {ctx.recipe.data}; seeds {ctx.seeds}; {ctx.recipe.epochs} epochs."
                           f"\n\n{cost_note([row])}" + ctx.caveat_notes())
-        print(f"U-Net ({row['params_M']}M parameters): {conclusion}")
-        return ctx.summary('Task 3.2: baseline U-Net', {'baseline U-Net': ctx.recipe}, 'baseline U-Net', [row],
-                           conclusion)
+        print(f"U-Net ({row.params_M}M parameters): {conclusion}")
+        return ctx.summary('Task 3.2: baseline U-Net', {'baseline U-Net': ctx.recipe}, 'baseline U-Net',
+                           [row.to_dict()], conclusion)
     return run_stage(opts, 'task3_unet', recipe, experiment)
 
 

@@ -21,12 +21,12 @@ from dataclasses import replace
 from fastai_lab.cli import run_script, script
 from fastai_lab.data.locate import find_tiny_imagenet
 from fastai_lab.recipe import BACKBONE_UNET, UNET
-from fastai_lab.stats import compare
 from fastai_lab.cost import cost_note
 from fastai_lab.tables import plot_score_vs_cost, write_table
 from fastai_lab.lookup import chosen_recipe, finished_stages, latest_stage_summary, read_stage
 from fastai_lab.stage import run_stage
-from fastai_lab.comparisons import seg_row, seg_table_rows
+from fastai_lab.record import RunRecord
+from fastai_lab.rows import SegRow, compare_seg, seg_row, seg_table_rows
 from fastai_lab.train import RunOptions
 
 RECIPE = BACKBONE_UNET  # variant A: encoder frozen, decoder trained with the U-Net's recipe (lab/recipe.py)
@@ -70,24 +70,26 @@ def run(recipe, opts):
             print("no baseline U-Net run on this data, split and profile: training it here with the same seeds")
             variants['unet'] = replace(a, arch='unet', model=UNET.model, init=None, freeze=False)
         runs = ctx.train(variants, RunOptions(test=True, real_pair=True), chains=[('A', 'B')])
-        base_row = (dict(base['rows'][0], name=f"baseline U-Net ({Path(base['path']).name})") if base
+        base_row = (SegRow.of(base['rows'][0]).replace(name=f"baseline U-Net ({Path(base['path']).name})") if base
                     else seg_row('baseline U-Net', runs['unet'], a.epochs))
         b0 = b(ctx.seeds[0])
         rows = [base_row, seg_row('A: frozen encoder', runs['A'], a.epochs),
-                seg_row('B: fine-tuned', [dict(r, wall_seconds=r['wall_seconds'] + ra['wall_seconds'])
+                seg_row('B: fine-tuned', [RunRecord.of(r).replace(wall_seconds=RunRecord.of(r).wall_seconds
+                                                                   + RunRecord.of(ra).wall_seconds)
                                           for r, ra in zip(runs['B'], runs['A'])], a.epochs + b0.epochs)]
-        verdict = compare(rows, 'iou')
+        verdict = compare_seg(rows)
         write_table(seg_table_rows(rows), ctx.folder,
                     title='Task 3.3: U-Net with the classifier backbone vs the baseline (valid IoU)',
                     notes=f"{verdict['text']}\n\nData: {a.data}; seeds {ctx.seeds}; B's epochs and seconds include A's; "
                           f"encoder: {checkpoint}.\n\n{cost_note(rows)}" + ctx.caveat_notes())
-        plot_score_vs_cost([dict(label=r['name'], macs_G=r.get('macs_G'), score=r['iou'], half=r.get('iou_ci'))
-                            for r in rows], ctx.folder / 'iou_vs_macs.png', 'valid IoU (95% seed interval)',
+        plot_score_vs_cost([dict(label=r.name, macs_G=r.macs_G, score=r.iou, half=r.iou_ci) for r in rows],
+                           ctx.folder / 'iou_vs_macs.png', 'valid IoU (95% seed interval)',
                            'U-Nets: valid IoU against compute')
         print(verdict['text'])
         baseline = chosen_recipe(base) if base else replace(variants['unet'], seed=ctx.seeds[0])
-        recipes = {rows[0]['name']: baseline, rows[1]['name']: a, rows[2]['name']: b0}
-        return ctx.summary('Task 3.3: U-Net on the classifier backbone', recipes, verdict['best'], rows, verdict['text'],
+        recipes = {rows[0].name: baseline, rows[1].name: a, rows[2].name: b0}
+        return ctx.summary('Task 3.3: U-Net on the classifier backbone', recipes, verdict['best'],
+                           [r.to_dict() for r in rows], verdict['text'],
                            checkpoint=checkpoint, baseline=base['path'] if base else 'trained here')
     return run_stage(opts, 'task3_unet_backbone', replace(recipe, model=dict(recipe.model, encoder=encoder),
                                                           init=checkpoint, freeze=True), experiment)

@@ -13,7 +13,8 @@ from fastai.learner import Learner
 from fastai.optimizer import SGD
 from torch.utils.data import TensorDataset
 
-from fastai_lab.callbacks import ActivationStatsLite, GradientStats, plot_activation_stats, plot_layer_norms, plot_norms_over_steps
+from fastai_lab.callbacks import ActivationStatsLite, GradientStats
+from fastai_lab.stat_plots import plot_activation_stats, plot_layer_norms, plot_norms_over_steps
 
 
 def tiny_model():

@@ -13,9 +13,10 @@ from fastai.learner import Learner, load_learner
 from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, ItemGetter, PILImage, PILImageBW,
                                Pipeline, RandomResizedCrop, Resize, TensorCategory, TensorImage, TensorMask, Transform)
 
-import fastai_lab.data.cache as device
+import fastai_lab.data.cache as cache_module
 from fastai_lab.data.augment import PadCrop
-from fastai_lab.data.cache import DeviceDL, cache_dir_for, item_cache, to_device_dls
+from fastai_lab.data.cache import cache_dir_for, item_cache
+from fastai_lab.data.device import DeviceDL, to_device_dls
 from fastai_lab.data.moon import moon_dls
 from fastai_lab.data.synthetic import make_moon_like, make_tiny_imagenet_like
 from fastai_lab.data.tiny_imagenet import load_tiny_imagenet, tiny_imagenet_dls
@@ -45,8 +46,8 @@ def same_batches(a, b):
 def builds(monkeypatch):
     "Counts the cache builds (decoding passes) of `item_cache`."
     calls = []
-    original = device._build
-    monkeypatch.setattr(device, '_build', lambda dl: calls.append(dl) or original(dl))
+    original = cache_module._build
+    monkeypatch.setattr(cache_module, '_build', lambda dl: calls.append(dl) or original(dl))
     return calls
 
 
@@ -181,7 +182,7 @@ def test_mask_option_gives_another_cache(moon, builds):
 def test_the_key_tells_image_types_apart(tiny):
     # Both create functions print as 'PILBase.create': the key looks at what they are bound to.
     items = load_tiny_imagenet(tiny, n_classes=3).train
-    keys = {device._cache_key(DataBlock(blocks=(ImageBlock(cls), CategoryBlock), get_x=ItemGetter(0),
+    keys = {cache_module._cache_key(DataBlock(blocks=(ImageBlock(cls), CategoryBlock), get_x=ItemGetter(0),
                                         get_y=ItemGetter(1), item_tfms=Resize(32, method='squish'),
                                         splitter=IndexSplitter(range(4)))
                               .dataloaders(items, bs=4).valid) for cls in (PILImage, PILImageBW, PILImage)}
@@ -201,7 +202,7 @@ def test_a_truncated_image_is_named(tmp_path):
 def test_read_only_data_is_cached_in_the_fastai_data_folder(tmp_path, monkeypatch):
     root = make_tiny_imagenet_like(tmp_path/'ro-tiny', n_classes=2, n_train=4, n_val=1)
     _, dls = tiny_dls(root, n_classes=2)
-    monkeypatch.setattr(device, 'data_home', lambda: tmp_path/'fastai-data')
+    monkeypatch.setattr(cache_module, 'data_home', lambda: tmp_path/'fastai-data')
     expected = tmp_path/'fastai-data'/'lab-cache'
     os.chmod(root, 0o555)
     cache = cache_dir_for(root)

@@ -22,7 +22,9 @@ from fastai_lab.ablation import INGREDIENTS, greedy_ablation, spec_recipe
 from fastai_lab.data.loaders import build_data, resolve_data
 from fastai_lab.ingredients import (MixUntil, WeightEMA, apply_view, ema_decay, mixing_epochs, multi_view_logits, tta_views,
                              view_words)
-from fastai_lab.learner import build_model, fit_recipe, make_learner, seed_everything
+from fastai_lab.learner import fit_recipe, make_learner
+from fastai_lab.models import build_model
+from fastai_lab.machine import seed_everything
 from fastai_lab.recipe import FINAL, Recipe, scale_to_profile
 from fastai_lab.stats import gain_verdict, pooled_seed_sd
 from fastai_lab.train import RunOptions, train_run
@@ -101,7 +103,7 @@ def test_ema_checkpoints_the_averaged_weights_and_resumes_to_the_same_numbers(ti
     pd.testing.assert_frame_equal(metrics(tmp_path / 'whole'), metrics(tmp_path / 'cut'))
     assert resumed['best_epoch'] == whole['best_epoch']
     # model.pth holds the averaged weights of the best epoch: evaluated again, they give that epoch's valid numbers
-    from fastai_lab.evaluate import evaluate_saved_run
+    from fastai_lab.saved import evaluate_saved_run
     again = evaluate_saved_run(tmp_path / 'whole', tmp_path / 'eval', figures=False)
     assert again['valid_acc'] == pytest.approx(whole['best']['valid_accuracy'])
     assert again['valid_loss'] == pytest.approx(whole['best']['valid_loss'], rel=1e-5)

@@ -6,15 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
-from fastai_lab.cli import parse_seeds
+from fastai_lab.flags import parse_seeds
 from fastai_lab.data.loaders import resolve_data
 from fastai_lab.recipe import FINAL, SPEC, UNET, Recipe, scale_to_profile
 from fastai_lab.stats import accuracy_text, compare, mean_std, seed_interval, wilson
 from fastai_lab.results import Stage, stage_dir
-from fastai_lab.lookup import key_difference, latest_stage_summary, stage_choice
+from fastai_lab.lookup import key_difference, latest_stage_summary
+from fastai_lab.stage import stage_choice
 from fastai_lab.io import write_json
-from fastai_lab.cli import Options
-from fastai_lab.comparisons import classifier_row, experiments_table, overfitting_text
+from fastai_lab.flags import Options
+from fastai_lab.rows import classifier_row, experiments_table, overfitting_text
 from fastai_lab.train import RunOptions, train_run
 from fastai_lab.learner import make_learner
 
@@ -142,11 +143,12 @@ def test_train_run_writes_the_run_folder_contract(tiny3, tmp_path):
     assert summary['checkpoint'] == 'model.pth' and summary['n_valid'] == 6 and summary['final']['epoch'] == 2
     assert torch.load(run / 'model.pth', weights_only=True)['epoch'] == summary['best_epoch']
     assert 'parameters: ' in (run / 'model.txt').read_text()
-    cost = summary['cost']  # beside the accuracy, never in metrics.csv (whose columns are above)
-    assert json.loads((run / 'config.json').read_text())['cost'] == cost and cost['params'] == summary['params']
-    assert cost['macs'] > 0 and cost['train_images_per_s'] > 0 and cost['infer_batch'] == summary['bs'] == 8
-    assert cost['train_images_per_epoch'] == 8 * (summary['n_train'] // 8)  # fastai drops the last partial batch
-    assert train_run(recipe, run) == json.loads((run / 'summary.json').read_text())  # finished: not trained again
+    cost = summary.cost  # beside the accuracy, never in metrics.csv (whose columns are above)
+    assert json.loads((run / 'config.json').read_text())['cost'] == cost and cost['params'] == summary.params
+    assert cost['macs'] > 0 and cost['train_images_per_s'] > 0 and cost['infer_batch'] == summary.bs == 8
+    assert cost['train_images_per_epoch'] == 8 * (summary.n_train // 8)  # fastai drops the last partial batch
+    again = train_run(recipe, run)  # finished: not trained again, its record read back
+    assert again.to_dict() == json.loads((run / 'summary.json').read_text())
 
 
 def test_make_learner_follows_the_recipe(tiny3):
@@ -206,10 +208,10 @@ def _run(valid, train, final_valid, final_train, min_loss=1.0, final_loss=1.0, e
 
 def test_rows_and_overfitting_signs():
     row = classifier_row('A', SPEC, [_run(.6, .7, .55, .9, 1.0, 1.4), _run(.7, .8, .65, .95, 1.0, 1.2)])
-    assert row['valid_acc'] == pytest.approx(.65) and row['n_seeds'] == 2 and row['params_M'] == 1.0
-    assert row['valid_acc_ci'] == pytest.approx(seed_interval([.6, .7])) and row['n_eval'] == 1000
-    assert row['final_gap'] == pytest.approx(.325) and row['valid_loss_rise'] == pytest.approx(.3)
-    assert row['config'] == 'channels=32-64-128-256 blocks=2-2-2-2 act=relu stem=3x3'
+    assert row.valid_acc == pytest.approx(.65) and row.n_seeds == 2 and row.params_M == 1.0
+    assert row.valid_acc_ci == pytest.approx(seed_interval([.6, .7])) and row.n_eval == 1000
+    assert row.final_gap == pytest.approx(.325) and row.valid_loss_rise == pytest.approx(.3)
+    assert row.config == 'channels=32-64-128-256 blocks=2-2-2-2 act=relu stem=3x3'
     fine = classifier_row('B', SPEC, [_run(.6, .62, .6, .63)])
     text = overfitting_text([row, fine])
     assert 'A: train accuracy 32.5% above valid' in text and 'B: no clear overfitting' in text

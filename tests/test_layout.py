@@ -87,7 +87,7 @@ def test_models_and_datasets_do_not_import_the_training_machinery():
 def test_the_graph_sees_relative_and_function_level_imports():
     edges = graph()
     assert 'fastai_lab.io' in edges['fastai_lab.results'] and 'fastai_lab.learner' in edges['fastai_lab.train']
-    assert 'fastai_lab.data.locate' in edges['fastai_lab.arch.probes']  # imported inside probe_images
+    assert 'fastai_lab.data.device' in edges['fastai_lab.data.loaders']  # imported inside build_data
 
 
 def test_every_script_is_one_cli_main_that_runs_as_a_file():
@@ -98,3 +98,34 @@ def test_every_script_is_one_cli_main_that_runs_as_a_file():
         assert re.search(r'^main = script\(', text, re.M), path.name
         assert re.search(r"^if __name__ == '__main__': main\(\)$", text, re.M), path.name
         assert 'call_parse' not in text and 'sys.path' not in text, path.name
+
+
+def floors(edges):
+    "Each module's floor: 1 when it imports none of ours, else one above the highest module it imports."
+    floor = {}
+    def visit(m):
+        if m not in floor: floor[m] = 1 + max((visit(t) for t in edges.get(m, ()) if t in edges), default=0)
+        return floor[m]
+    for m in edges: visit(m)
+    return floor
+
+
+def scripts_graph():
+    "The graph with the scripts in it (`scripts.<name>`: what each imports of the lab)."
+    known, edges = modules(), graph()
+    for path in sorted((ROOT / 'scripts').glob('*.py')):
+        if path.name != '__init__.py': edges[f'scripts.{path.stem}'] = imported(f'scripts.{path.stem}', path, known)
+    return edges
+
+
+def test_floors_are_counted_as_the_longest_chain():
+    assert floors({'a': {'b'}, 'b': {'c'}, 'c': set(), 'd': {'c'}}) == {'a': 3, 'b': 2, 'c': 1, 'd': 2}
+
+
+def test_the_house_is_at_most_8_floors_and_no_module_over_300_lines():
+    """A call goes down a shallow stack: scripts -> experiment layer -> run layer -> parts (the import name's mapping
+    applied, which ../shared/tools/floors.py, reading folder names, cannot see)."""
+    floor = floors(scripts_graph())
+    assert max(floor.values()) <= 8, sorted(floor.items(), key=lambda kv: -kv[1])[:12]
+    files = list(modules().values()) + [p for p in (ROOT / 'scripts').glob('*.py')]
+    assert {p.name: n for p in files if (n := len(p.read_text().splitlines())) > 300} == {}

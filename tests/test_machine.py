@@ -12,11 +12,11 @@ from fasttransform import Transform
 from torch.utils.data import TensorDataset
 
 from fastai_lab.arch.resnet import ResNet
-from fastai_lab import jobs, machine, progress
-from fastai_lab.data import cache as device_data
+from fastai_lab import machine, progress, stage as jobs
+from fastai_lab.data import device as device_data
 from fastai_lab.learner import make_learner
 from fastai_lab.recipe import SPEC, pick_profile
-from fastai_lab.progress import Work, duration, estimate_line
+from fastai_lab.progress import duration, estimate_line
 
 CARDS = {'T4': ('Tesla T4', 7, 5), 'V100': ('Tesla V100-SXM2-16GB', 7, 0), 'A100': ('NVIDIA A100-SXM4-80GB', 8, 0),
          'H200': ('NVIDIA H200', 9, 0)}
@@ -199,12 +199,11 @@ def test_where_the_decoded_images_live(monkeypatch):
 # ----- progress and estimates -----------------------------------------------------------------------------------------
 
 def test_estimate_lines_say_runs_epochs_time_and_speed():
-    todo = [Work('A-seed0', 25, 4000, 64)] * 6
-    line = estimate_line('stage3_2_blocks', todo, 1230 * 64 ** 2, 64)
+    line = estimate_line('stage3_2_blocks', [25] * 6, 4000 / 1230, images_per_s=1230)
     assert line.startswith('stage3_2_blocks: 6 runs x 25 epochs left, about 8 min at 1,230 img/s (')
-    assert estimate_line('s', [Work('a', 1, 100, 32), Work('b', 2, 100, 64)], 100 * 32 ** 2, 32, jobs=2) == \
-        's: 2 runs, 3 epochs left, about 4 s at 100 img/s, 2 at a time (every epoch as fast per pixel as the first)'
-    assert estimate_line('s', [Work('a', 0, 100, 32)], 1.0, 32) is None  # nothing left: nothing said
+    assert estimate_line('s', [1, 2], 2.5, jobs=2) == \
+        's: 2 runs, 3 epochs left, about 4 s, 2 at a time (every epoch as long as the first)'
+    assert estimate_line('s', [0], 1.0) is None  # nothing left: nothing said
     assert [duration(s) for s in (0.2, 89, 600, 7260)] == ['1 s', '89 s', '10 min', '2 h 01 min']
 
 
@@ -227,10 +226,10 @@ def test_slow_epochs_show_a_few_progress_lines_and_the_estimates(tiny3, tmp_path
     estimates = [l for l in lines if ' left, about ' in l]
     assert [l.split(' left')[0] for l in estimates] == [
         'stage2_baseline: 1 run x 1 epoch',  # after the first epoch of each stage, once
-        'run_all, 1 training script after stage2_baseline: 2 runs x 2 epochs',  # after the first training stage
+        'run_all: 1 training script and 2 runs',  # after the first training stage: stage3_1's declared runs
         'stage3_1_channels: 2 runs, 3 epochs'], estimates
-    assert 'img/s' in estimates[0] and "as fast per pixel as baseline-seed0's first" in estimates[0]
-    assert "training epochs only, each as fast per pixel as stage2_baseline's" in estimates[1]
+    assert 'img/s' in estimates[0] and "as long as baseline-seed0's first" in estimates[0]
+    assert " s a run (every run as long as stage2_baseline's" in estimates[1]
     first = lines.index(next(l for l in lines if l.startswith('baseline-seed0 epoch 0 (1 of 2): train_loss')))
     assert lines[first + 1] == estimates[0]  # right after the first epoch's line
     # the device, the precision and why: printed once, recorded in every run's config.json

@@ -51,7 +51,8 @@ def test_predict_top3_of_a_final_run_without_its_data(results, tmp_path, capsys)
     assert all(sorted(r) == sorted(names) for r in csv[['top1', 'top2', 'top3']].to_numpy().tolist())
     # the same probabilities as the run's checkpoint through the training data pipeline (squish resize, normalise)
     from fastai_lab.data.loaders import build_data
-    from fastai_lab.learner import load_run_model, make_learner
+    from fastai_lab.learner import make_learner
+    from fastai_lab.models import load_run_model
     model, recipe = load_run_model(run)
     data = build_data(recipe, say=False)
     probs, _ = make_learner(recipe, model, data.dls).get_preds(dl=data.test_dl())
@@ -150,3 +151,19 @@ def test_evaluate_errors_are_one_line(results, tmp_path, capsys):
     err = fails('evaluate', [moved], capsys)
     assert f"{tmp_path / 'old-place' / 'tiny'}: the data folder of {moved}" in err and 'pass --data' in err
     assert not (moved / 'evaluation').exists()  # a failed evaluation leaves no folder behind
+
+
+def test_an_export_of_the_earlier_layout_finds_its_classes_under_fastai_lab():
+    "export.pkl files written before the one import name pickled `arch.`, `data.`, `lab.` modules: they still load."
+    import io
+    from fastai_lab.arch.resnet import ResNet
+    from fastai_lab.data.cache import item_cache
+    from fastai_lab.metrics import DeviceAccuracy
+    from fastai_lab.predict import _Unpickler, new_module
+    assert new_module('lab.metrics') == 'fastai_lab.metrics' and new_module('lab.data') == 'fastai_lab.data.loaders'
+    assert new_module('data.augment') == 'fastai_lab.data.augment' and new_module('torch.nn') == 'torch.nn'
+    for module, name, found in (('arch.resnet', 'ResNet', ResNet), ('lab.metrics', 'DeviceAccuracy', DeviceAccuracy),
+                                ('lab.device_data', 'item_cache', item_cache)):
+        assert _Unpickler(io.BytesIO(f"c{module}\n{name}\n.".encode())).load() is found  # protocol 0: GLOBAL
+    with pytest.raises(ModuleNotFoundError):
+        _Unpickler(io.BytesIO(b"cno_such_module\nX\n.")).load()

@@ -7,7 +7,7 @@ import pytest
 
 import importlib
 from fastai_lab.checkpoint import read_checkpoint
-from fastai_lab.evaluate import evaluate_saved_run
+from fastai_lab.saved import evaluate_saved_run
 from fastai_lab.lookup import latest_stage_summary
 from fastai_lab.io import read_json
 

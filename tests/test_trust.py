@@ -12,10 +12,10 @@ from PIL import Image
 from fastai_lab.data.moon import check_pair_sizes, moon_pairs
 from fastai_lab.data.synthetic import make_moon_like
 from fastai_lab.data.tiny_imagenet import load_tiny_imagenet
-from fastai_lab import jobs, train
+from fastai_lab import stage as jobs, train
 from fastai_lab.lookup import latest_stage_summary
 from fastai_lab.io import read_json
-from fastai_lab.learner import load_checkpoint, load_run_model
+from fastai_lab.models import load_checkpoint, load_run_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

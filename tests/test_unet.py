@@ -14,7 +14,7 @@ from fastai.torch_core import TensorImage, TensorMask, TensorCategory
 from fastai_lab.arch.layers import BudgetError, count_params
 from fastai_lab.arch.resnet import ResNet, resnet_splitter
 from fastai_lab.arch.unet import UNet, BackboneUNet, unet_splitter, backbone_unet_splitter
-from fastai_lab.checkpoint import load_encoder_from_classifier
+from fastai_lab.models import load_encoder_from_classifier
 from fastai_lab.losses import BCEDiceLoss
 
 CLASSIFIER = dict(channels=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem='3x3s2', n_classes=3)

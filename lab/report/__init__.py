@@ -6,7 +6,7 @@ the table of all Task 2 experiments (experiments.md/csv) into ``<out>/report/<ti
 then copies REPORT.md and REPORT.html to ``<out>/``. The sections follow the assignment: Task 1 (variance, gradients),
 Task 2 (baseline, 3.1, 3.2, 3.3, final with its recipe ablation, all experiments), Task 3 (128 px classifier, U-Net,
 backbone U-Net). Each section gives where its numbers come from (results folder, data folder and source, profile,
-seeds), the design as read from the runs' own recipes (models rebuilt with `lab.learner.build_model` to count their
+seeds), the design as read from the runs' own recipes (models rebuilt with `fastai_lab.models.build_model` to count their
 parameters), its table, its figures and the conclusion its stage computed. Sections on other data, profiles or seeds
 than the others are flagged; a section whose stage has not finished says 'not run yet'.
 
@@ -14,14 +14,16 @@ Figures are relative links in REPORT.md (each copy gets the links that resolve f
 URIs in REPORT.html, which therefore opens offline, anywhere. Markdown is rendered to HTML with markdown-it-py.
 
 The parts: `find` (the sections, the runs they report on and their provenance warnings), `describe` (a run's model,
-training and data in words, from its recipe), `sections` (each section's blocks and `build_report`), `render` (the
-blocks as Markdown, the Markdown as a self-contained HTML page); `write_report` here ties them together.
+training and data in words, from its recipe), `blocks` (the pieces of a section), `sections` (each section and
+`build_report`), `render` (the blocks as Markdown, the Markdown as a self-contained HTML page); `write_report` here
+ties them together.
 """
 from pathlib import Path
 
 from ..io import write_text
 from ..results import stage_dir
-from .find import SECTIONS, SectionSpec, Figure, Found, find_section, collect, provenance_warnings
+from .blocks import Figure
+from .find import SECTIONS, SectionSpec, Found, find_section, collect, provenance_warnings
 from .describe import (augment_descriptions, describe_resnet, describe_unet, describe_backbone, describe_training,
                        describe_data)
 from .sections import build_report

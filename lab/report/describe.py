@@ -5,6 +5,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..recipe import LOSSES, MIXES, OPTIMIZERS, SCHEDULES, Recipe
+from ..record import DATA_COUNTS
+from .blocks import _epochs
 
 
 ACT_NAMES = {'relu': 'ReLU', 'leakyrelu': 'LeakyReLU', 'elu': 'ELU', 'gelu': 'GELU'}
@@ -36,7 +38,7 @@ def _recipe(d):
 def _build(recipe):
     "(model, parameter count) of `recipe`, built without loading any checkpoint."
     from fastai_lab.arch.layers import count_params  # here, not above: arch and lab.learner import fastai (seconds)
-    from ..learner import build_model
+    from ..models import build_model
     model = build_model(replace(recipe, init=None))
     return model, count_params(model)
 
@@ -44,15 +46,12 @@ def _build(recipe):
 def _dash(v): return '-'.join(map(str, v))
 
 
-def _epochs(n): return f"{n} epoch{'' if n == 1 else 's'}"
-
-
 def _fmt_params(n): return f"**{n:,} parameters** ({n / 1e6:.2f}M)"
 
 
 def describe_resnet(recipe):
     "The classifier's architecture in words from its recipe, with its parameter count (the model is rebuilt)."
-    from ..learner import n_classes_of  # here, not above: it imports fastai (seconds)
+    from ..models import n_classes_of  # here, not above: it imports fastai (seconds)
     m = recipe.model
     channels, blocks, stem, act = list(m['channels']), list(m['blocks']), m.get('stem', '3x3'), m.get('act', 'relu')
     stem_text, reduction = STEM_WORDS.get(stem, (stem, 1))
@@ -143,7 +142,7 @@ def describe_data(found, recipe):
     if recipe.augment == 'rrc': aug += f" (min_scale {recipe.min_scale:g})"
     resize = (f"Images squished to {recipe.size}x{recipe.size} px (fastai `Resize`, method squish: the whole image "
               f"resized, nothing cropped); augmentation `{recipe.augment}`" + (f": {aug}" if aug else '') + '.')
-    counts = '/'.join(str(info.get(k, '?')) for k in ('n_train', 'n_valid', 'n_test'))
+    counts = '/'.join(str(info.get(k, '?')) for k in DATA_COUNTS)
     if found.spec.data == 'tiny':
         names = info.get('classes') or []
         shown = ', '.join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else '')
@@ -162,3 +161,19 @@ def describe_data(found, recipe):
                 + (f"; first {recipe.max_items} frames" if recipe.max_items else '')
                 + "; masks binarised as rock = green or blue of the Kaggle RGB masks. ")
     return text + resize
+
+
+def _data_info(f):
+    "The data section of the section's run's config.json (counts, batch used, caveats), or {}."
+    info = (f.config or {}).get('data')
+    return info if isinstance(info, dict) else {}
+
+
+def _training(f, recipe, **kw):
+    "describe_training of `recipe` with the precision and the batch the section's run actually used."
+    return describe_training(recipe, (f.config or {}).get('precision'), bs_used=_data_info(f).get('bs'), **kw)
+
+
+def _design(f, recipe, source, model_text):
+    "A section's design paragraphs: the model (`model_text`, read from `source`), its training and its data."
+    return [f"**Design** ({source}): {model_text}", _training(f, recipe), describe_data(f, recipe)]

@@ -38,13 +38,6 @@ SECTIONS = [
 ]
 
 
-@dataclass(frozen=True)
-class Figure:
-    "An image of a results folder and its caption; rendered as a relative link (Markdown) or a data URI (HTML)."
-    path: Path
-    caption: str
-
-
 @dataclass
 class Found:
     "The finished invocation a section reports on (summary None: not run yet), with its provenance."

@@ -1,103 +1,20 @@
-"""The report's sections, one function per kind of stage, and their assembly into the report (`build_report`): a
-list of blocks, each Markdown text or a row of `Figure`s."""
-import math, os, re
+"""The report's sections, one function per kind of stage (Task 1, Task 2, Task 3), and their assembly into the report
+(`build_report`): a list of blocks, each Markdown text or a row of `Figure`s (the pieces: `blocks`)."""
 from datetime import datetime
 from pathlib import Path
 
 from ..io import read_json
 from ..metrics import is_undefined
 from ..cost import COST_HEADER, cost_cells, cost_note
+from ..rows import Row, SegRow
 from ..stats import TIE_RULE, wilson
 from ..tables import EPOCHS_FROM_0, markdown_rows
-from .describe import (_epochs, _recipe, describe_backbone, describe_data, describe_resnet, describe_training,
+from .describe import (_data_info, _design, _recipe, _training, describe_backbone, describe_data, describe_resnet,
                        describe_unet)
-from .find import Figure, collect, provenance_warnings
+from .find import collect, provenance_warnings
+from .blocks import _embed, _epoch, _fig, _figs, _header, _not_run, _num, _pct, _provenance, _rel_out
 
 EXPERIMENTS_TITLE = 'All Task 2 experiments (T2.13)'
-
-
-def _data_info(f):
-    "The data section of the section's run's config.json (counts, batch used, caveats), or {}."
-    info = (f.config or {}).get('data')
-    return info if isinstance(info, dict) else {}
-
-
-def _training(f, recipe, **kw):
-    "describe_training of `recipe` with the precision and the batch the section's run actually used."
-    return describe_training(recipe, (f.config or {}).get('precision'), bs_used=_data_info(f).get('bs'), **kw)
-
-
-def _design(f, recipe, source, model_text):
-    "A section's design paragraphs: the model (`model_text`, read from `source`), its training and its data."
-    return [f"**Design** ({source}): {model_text}", _training(f, recipe), describe_data(f, recipe)]
-
-
-def _fig(folder, name, caption):
-    path = Path(folder) / name if folder else None
-    return Figure(path, caption) if path and path.is_file() else None
-
-
-def _figs(*figs): return [f for f in figs if f is not None]
-
-
-def _pct(v): return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
-
-
-def _num(v, digits=3):
-    if v is None or (isinstance(v, float) and math.isnan(v)): return '-'
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def _epoch(v):
-    "A best epoch (a mean over seeds), counted from 0 as everywhere in the lab: '3', or '3.5' for a mean."
-    if v is None or (isinstance(v, float) and math.isnan(v)): return '-'
-    v = float(v)
-    return str(int(v)) if v == int(v) else f"{v:.1f}"
-
-
-def _embed(path, drop_title=True, level=4):
-    "A Markdown file of a results folder, its title dropped (or demoted) so it nests under the section."
-    path = Path(path)
-    if not path.is_file(): return None
-    text = path.read_text().strip()
-    if drop_title and text.startswith('# '):
-        title, _, text = text.partition('\n')
-        text = f"**{title[2:].strip()}**\n\n{text.strip()}"
-    return re.sub(r'^(#+) ', lambda m: '#' * min(6, len(m.group(1)) + level - 1) + ' ', text, flags=re.M)
-
-
-def _rel_out(out, path):
-    try: return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
-    except ValueError: return str(path)
-
-
-def _header(out, found, per_warnings):
-    "The section's provenance line and its warnings."
-    f = found
-    bits = [f"Spec {f.spec.spec}", f"results `{_rel_out(out, f.folder)}`"]
-    if f.profile: bits.append(f"profile {f.profile}")
-    if f.seeds is not None:
-        bits.append(f"seeds {', '.join(map(str, f.seeds)) if isinstance(f.seeds, list) else f.seeds}")
-    if f.summary.get('epochs') is not None: bits.append(_epochs(f.summary['epochs']))
-    if f.spec.data: bits.append(f"data `{f.data_path}` ({f.source or 'unknown source'})")
-    elif f.source: bits.append(f"inputs: {f.source}")
-    items = ['*' + '; '.join(bits) + '.*']
-    items += [f"> **Warning:** {w}" for w in per_warnings.get(f.spec.stage, [])]
-    items += [f"> **Caveat:** {c}." for c in f.summary.get('caveats') or []]  # what its data cannot support
-    if f.newer:
-        items.append("> Note: newer invocations of this stage did not finish and are not shown: "
-                     + ', '.join(f"`{n}` ({s})" for n, s in f.newer) + '.')
-    return items
-
-
-def _not_run(out, found):
-    spec = found.spec
-    script = {'task1/variance': 'task1_variance', 'task1/gradients': 'task1_gradients'}.get(spec.stage, spec.stage)
-    text = (f"**Not run yet**: no finished `{spec.stage}` run under `{out}` (spec {spec.spec}); "
-            f"`python scripts/{script}.py --out {out}` runs it.")
-    if found.newer:
-        text += ' Unfinished invocations: ' + ', '.join(f"`{n}` ({s})" for n, s in found.newer) + '.'
-    return [text]
 
 
 def _task1(out, f):
@@ -134,11 +51,11 @@ def _variants(f):
     "name -> (Recipe, run config) of the stage's variants, from their first seed's run folder."
     seeds = f.seeds or [0]
     out = {}
-    for row in f.summary.get('rows', []):
-        run = f.folder / f"{row['name']}-seed{seeds[0]}"
+    for row in map(Row.of, f.summary.get('rows', [])):
+        run = f.folder / f"{row.name}-seed{seeds[0]}"
         if (run / 'config.json').is_file():
             config = read_json(run / 'config.json')
-            out[row['name']] = (_recipe(config.get('recipe')), config)
+            out[row.name] = (_recipe(config.get('recipe')), config)
     return out
 
 
@@ -147,14 +64,14 @@ def _resnet_rows(f, stats=False):
               'best epoch', 'final train-valid gap', 's / run', *COST_HEADER]
     if stats: header += ['share <= 0', 'last-layer act std', 'grad first/last']
     rows = []
-    for r in f.summary.get('rows', []):
-        ci = r.get('valid_acc_ci')
-        row = [r['name'], r.get('config', ''), _num(r.get('params_M')), _pct(r.get('valid_acc')),
-               f"+-{ci:.1%}" if ci is not None else 'one seed', _pct(r.get('train_acc')),
-               _epoch(r.get('best_epoch')),
-               _pct(r.get('final_gap')), _num(r.get('seconds'), 1), *cost_cells(r)]
+    for r in map(Row.of, f.summary.get('rows', [])):
+        ci = r.valid_acc_ci
+        row = [r.name, r.config or '', _num(r.params_M), _pct(r.valid_acc),
+               f"+-{ci:.1%}" if ci is not None else 'one seed', _pct(r.train_acc),
+               _epoch(r.best_epoch),
+               _pct(r.final_gap), _num(r.seconds, 1), *cost_cells(r)]
         if stats:
-            row += [_num(r.get('dead_share')), _num(r.get('act_std_last')), _num(r.get('grad_first_over_last'), 3)]
+            row += [_num(r.dead_share), _num(r.act_std_last), _num(r.grad_first_over_last, 3)]
         rows.append(row)
     return (markdown_rows(header, rows)
             + f'\n\nValid accuracy at the best epoch by valid accuracy; {EPOCHS_FROM_0} (0 is the first). '
@@ -226,13 +143,13 @@ def _classifier(out, f):
         items[-1] += (" The 64 px Tiny ImageNet originals are brought to this size by the squish resize (upsampled, "
                       "nothing cropped).")
     rows = []
-    for r in s.get('rows', []):
-        vlo, vhi = wilson(r['valid_acc'], r.get('n_eval') or 0)
-        tlo, thi = wilson(r.get('test_acc', float('nan')), r.get('n_test') or 0) if 'test_acc' in r else (None, None)
-        rows.append([r['name'], r.get('config', ''), _num(r.get('params_M')), _pct(r['valid_acc']),
-                     f"{_pct(vlo)}-{_pct(vhi)} (n={r.get('n_eval')})", _pct(r.get('test_acc')),
-                     f"{_pct(tlo)}-{_pct(thi)} (n={r.get('n_test')})" if tlo is not None else '-',
-                     _epoch(r.get('best_epoch')), r.get('n_seeds'), *cost_cells(r)])
+    for r in map(Row.of, s.get('rows', [])):
+        vlo, vhi = wilson(r.valid_acc, r.n_eval or 0)
+        tlo, thi = wilson(r.test_acc, r.n_test or 0) if r.has('test_acc') else (None, None)
+        rows.append([r.name, r.config or '', _num(r.params_M), _pct(r.valid_acc),
+                     f"{_pct(vlo)}-{_pct(vhi)} (n={r.n_eval})", _pct(r.test_acc),
+                     f"{_pct(tlo)}-{_pct(thi)} (n={r.n_test})" if tlo is not None else '-',
+                     _epoch(r.best_epoch), r.n_seeds, *cost_cells(r)])
     items.append(markdown_rows(['model', 'configuration', 'params (M)', 'valid acc', 'Wilson 95%', 'test acc',
                                 'Wilson 95%', 'best epoch', 'seeds', *COST_HEADER], rows)
                  + f"\n\nBest epoch: {EPOCHS_FROM_0}. {cost_note(s.get('rows', []))}")
@@ -248,16 +165,16 @@ def _classifier(out, f):
 
 def _score(r, key):
     "An IoU or Dice cell: empty when it was measured but is undefined (no rock pixels), '-' when not measured."
-    return '' if key in r and is_undefined(r[key]) else _num(r.get(key))
+    return '' if r.has(key) and is_undefined(getattr(r, key)) else _num(getattr(r, key))
 
 
 def _seg_table(rows):
     header = ['model', 'params (M)', 'trainable (M)', 'valid IoU', 'valid Dice', 'valid pixel acc', 'test IoU',
               'test Dice', 'real-frame IoU', 'real-frame Dice', 'epochs', 'seeds', *COST_HEADER[:1], *COST_HEADER[2:]]
-    body = [[r['name'], _num(r.get('params_M')), _num(r.get('trainable_M')), _score(r, 'iou'), _score(r, 'dice'),
-             _num(r.get('pixel_acc')), _score(r, 'test_iou'), _score(r, 'test_dice'), _score(r, 'real_iou'),
-             _score(r, 'real_dice'), r.get('epochs'), r.get('n_seeds'), *(c for i, c in enumerate(cost_cells(r)) if i != 1)]
-            for r in rows]
+    body = [[r.name, _num(r.params_M), _num(r.trainable_M), _score(r, 'iou'), _score(r, 'dice'),
+             _num(r.pixel_acc), _score(r, 'test_iou'), _score(r, 'test_dice'), _score(r, 'real_iou'),
+             _score(r, 'real_dice'), r.epochs, r.n_seeds, *(c for i, c in enumerate(cost_cells(r)) if i != 1)]
+            for r in map(SegRow.of, rows)]
     empty = any(c == '' for row in body for c in row)
     return markdown_rows(header, body) + ('\n\nValid at the best epoch by valid IoU; threshold 0.5, counts summed '
                                           'over all pixels; real frame = the real Kaggle render of a known place '
@@ -327,27 +244,9 @@ RENDER = {'variance': _task1, 'gradients': _task1, 'resnet': _resnet, 'final': _
           'unet': _unet, 'backbone': _backbone}
 
 
-def _provenance(out, found, general):
-    rows = []
-    for f in found:
-        if not f.ran: rows.append([f.spec.title, 'not run yet', '-', '-', '-', '-']); continue
-        data = f"`{f.data_path}`" if f.spec.data else (f.source or '-')
-        rows.append([f.spec.title, f"`{_rel_out(out, f.folder)}`", data, f.source if f.spec.data else '-',
-                     f.profile or '-', ', '.join(map(str, f.seeds)) if isinstance(f.seeds, list) else str(f.seeds)])
-    items = ['## Where the numbers come from',
-             markdown_rows(['section', 'results', 'data', 'source', 'profile', 'seeds'], rows)]
-    items += ([f"> **Warning:** {w}" for w in general]
-              or ['All finished sections ran on the same data, profile and seeds.'])
-    synthetic = [f.spec.stage for f in found if f.ran and f.source == 'synthetic']
-    if synthetic:
-        items.append(f"> **Note:** {', '.join(synthetic)} ran on generated stand-in data: their numbers say that "
-                     f"the code runs, not how the models do on the real datasets.")
-    return items
-
-
 def build_report(out, experiments_folder=None):
     """The report as a list of blocks (Markdown text, or a list of `Figure`s drawn as one row), and the sections'
-    `Found`. `experiments_folder`: where `lab.comparisons.experiments_table` writes experiments.md/csv (None: the T2.13
+    `Found`. `experiments_folder`: where `lab.rows.experiments_table` writes experiments.md/csv (None: the T2.13
     table is not made)."""
     out = Path(out)
     found = collect(out)
@@ -377,10 +276,10 @@ def build_report(out, experiments_folder=None):
 def _experiments(out, folder):
     blocks = [f"### {EXPERIMENTS_TITLE}"]
     if folder is None: return blocks + ['*Not made here.*']
-    from ..comparisons import experiments_table  # here, not above: it imports the training code (fastai)
+    from ..rows import experiments_table
     try: experiments_table(out, folder)
     except FileNotFoundError as e: return blocks + [f"**Not run yet**: {e}."]
-    blocks += ["The newest finished run of every Task 2 stage (`lab.comparisons.experiments_table`; also in "
+    blocks += ["The newest finished run of every Task 2 stage (`lab.rows.experiments_table`; also in "
                "experiments.md/csv beside this report).", _embed(Path(folder) / 'experiments.md'),
                _figs(_fig(folder, 'accuracy_vs_macs.png', 'T2 variants: valid accuracy (95% interval) against GMACs '
                                                           'per image, with the Pareto front'))]
