@@ -23,6 +23,7 @@ import numpy as np
 from .record import Evaluation, RunRecord
 from .rows import ABLATION_COLUMNS, HELD_OUT, Row, classifier_row
 from .recipe import SPEC
+from .cost import COST_COLUMNS, cost_note
 from .stats import GAIN_RULE, accuracy_text, gain_verdict, mean_std, pooled_seed_sd, seed_interval, wilson
 
 __all__ = ['INGREDIENTS', 'ABLATED_FIELDS', 'spec_recipe', 'candidate', 'greedy_ablation', 'tta_row', 'final_row',
@@ -131,7 +132,8 @@ def tta_row(rows, runs, base_name, recipe, scores):
         valid_acc_ci=seed_interval(valid), n_eval=base.n_eval, n_seeds=len(chosen),
         noise=verdict['noise'], kept='yes' if verdict['kept'] else 'no',
         why=verdict['why'] + ' (evaluation only: no training)', train_acc=base.train_acc, best_epoch=base.best_epoch,
-        source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)"))
+        source="airbench's flip + translate TTA; fastbook ch. 7 (learn.tta)",
+        **{k: base[k] for k in (*COST_COLUMNS, 'cost_device') if k in base}))
     row.update(**_gains(row, base))
     return row
 
@@ -191,7 +193,9 @@ def final_notes(rows, final, ablation=True):
              f"split) is only reported. Intervals are 95%: *_ci over seeds; each test accuracy also carries its Wilson "
              f"interval (per_class.md of each run)."
              + ("\n\nThe refit row (--refit) trains the final recipe on train + valid and keeps its last epoch: it has "
-                "no valid accuracy and is never the headline." if any(r.name == 'refit' for r in rows) else ''))
+                "no valid accuracy and is never the headline." if any(r.name == 'refit' for r in rows) else '')
+             + f"\n\n{cost_note(rows)} The recipe's ingredients change what training costs, not the model: the MACs "
+               f"stay those of the configuration; the TTA row's inference costs its views times a plain pass.")
     return headline, notes
 
 

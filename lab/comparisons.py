@@ -13,7 +13,8 @@ import numpy as np
 
 from .callbacks import ActivationStatsLite, GradientStats
 from .stat_plots import plot_layer_profiles, plot_runs_over_steps
-from .stats import mean_std
+from .cost import cost_note
+from .stats import TIE_RULE, mean_std
 from .tables import EPOCHS_FROM_0, plot_overlay, write_table
 from .stage import run_stage
 from .models import build_model
@@ -65,7 +66,8 @@ def run_resnet_stage(opts, stage_name, recipe, variants, title, chosen_from=None
         analysis = (f"{verdict['text']}\n\nOverfitting:\n{overfitting_text(rows)}\n\n"
                     f"Data: {r.data} ({len(r.classes.split(','))} classes, {rows[0].n_eval} valid images); "
                     f"profile {r.profile}; seeds {ctx.seeds}; {r.epochs} epochs; valid = best epoch ({EPOCHS_FROM_0}); "
-                    f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict.")
+                    f"intervals are 95%: valid_acc_ci over seeds, the Wilson interval of the valid set in the verdict."
+                    f"\n\n{cost_note(rows)}\n\nThe rule: {TIE_RULE}")
         write_table(rows, ctx.folder, title=title, notes=analysis + ctx.caveat_notes())
         print(f"\n{title}\n{analysis}")
         return ctx.summary(title, chosen, verdict['best'], [r.to_dict() for r in rows], verdict['text'],

@@ -4,6 +4,7 @@ attribute. `Row` is a classifier variant (with the recipe ablation's columns), `
 the columns of table.md/table.csv and the 'rows' of a stage's summary.json; `Row.of` reads them back.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -11,8 +12,9 @@ from .lookup import latest_stage_summary
 from .metrics import is_undefined
 from .record import UNSET, Fields, RunRecord
 from .recipe import describe_model
-from .stats import compare, mean_std, seed_interval
-from .tables import write_table
+from .cost import COST_COLUMNS, cost_columns, cost_note
+from .stats import TIE_RULE, compare, mean_std, seed_interval, wilson
+from .tables import plot_score_vs_cost, write_table
 
 __all__ = ['Row', 'SegRow', 'ExperimentRow', 'classifier_row', 'seg_row', 'seg_table_rows', 'overfitting_text',
            'STAT_COLUMNS', 'HELD_OUT', 'ABLATION_COLUMNS', 'compare_valid', 'compare_seg', 'STAGE_LABELS',
@@ -58,6 +60,13 @@ class Row(_Row):
     test_gain: float = UNSET        # summaries written before ablation rows became valid-only
     noise: float = UNSET
     test_values: list = UNSET       # the final row's per-seed test accuracies (taken out before the tables)
+    macs_G: float = UNSET           # the cost columns (lab.cost.COST_COLUMNS): GMACs per image
+    trainable_M: float = UNSET
+    infer_img_s: float = UNSET      # inference images/s at the recipe's batch
+    latency_ms: float = UNSET       # batch 1
+    train_img_s: float = UNSET      # the run's own training throughput
+    peak_mem_MiB: float = UNSET     # CUDA only
+    cost_device: str = UNSET        # where the timings were measured
     extra: dict = field(default_factory=dict)
 
 
@@ -65,7 +74,8 @@ STAT_COLUMNS = ('dead_share', 'act_std_last', 'grad_first_over_last')
 # a row's numbers that rest on the valid images being held out (None for the refit row)
 HELD_OUT = ('valid_acc', 'valid_acc_std', 'valid_acc_ci', 'final_valid_acc', 'final_gap', 'valid_loss_rise')
 # ablation.md/.csv: valid numbers only; the test set is scored once, for the final model (and the refit), in the notes
-ABLATION_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'n_seeds', 'why']
+ABLATION_COLUMNS = ['step', 'on', 'valid_acc', 'valid_acc_ci', 'valid_gain', 'noise', 'kept', 'n_seeds', 'why',
+                    'params_M', *COST_COLUMNS, 'cost_device']
 
 
 def classifier_row(name, recipe, runs):
@@ -80,7 +90,7 @@ def classifier_row(name, recipe, runs):
               final_gap=mean_std([r.final['train_accuracy'] - r.final['valid_accuracy'] for r in runs])[0],
               valid_loss_rise=mean_std([r.final['valid_loss'] - r.min_valid_loss for r in runs])[0],
               best_epoch=mean_std([r.best_epoch for r in runs])[0], n_seeds=len(runs),
-              seconds=mean_std([r.wall_seconds for r in runs])[0])
+              seconds=mean_std([r.wall_seconds for r in runs])[0], **cost_columns(runs))
     if runs[0].has('test_acc'):
         test = [r.test_acc for r in runs]
         row.update(test_acc=mean_std(test)[0], test_acc_std=mean_std(test)[1], test_acc_ci=seed_interval(test),
@@ -129,6 +139,12 @@ class SegRow(_Row):
     epochs: int = UNSET
     seconds: float = UNSET
     n_seeds: int = UNSET
+    macs_G: float = UNSET           # the cost columns (lab.cost.COST_COLUMNS): GMACs per image
+    infer_img_s: float = UNSET      # inference images/s at the recipe's batch
+    latency_ms: float = UNSET       # batch 1
+    train_img_s: float = UNSET      # the run's own training throughput
+    peak_mem_MiB: float = UNSET     # CUDA only
+    cost_device: str = UNSET        # where the timings were measured
     extra: dict = field(default_factory=dict)
 
 
@@ -150,6 +166,7 @@ def seg_row(name, runs, epochs):
                 row.update(**{f'{where}_{m}': mean, f'{where}_{m}_std': std})
     row.update(params_M=round(runs[0].params / 1e6, 3), trainable_M=round(runs[0].trainable_params / 1e6, 3),
                epochs=epochs, seconds=mean_std([r.wall_seconds for r in runs])[0], n_seeds=len(runs))
+    row.update(**{k: v for k, v in cost_columns(runs).items() if k != 'trainable_M'})  # the row has its own
     return row
 
 
@@ -190,6 +207,13 @@ class ExperimentRow(_Row):
     test_acc: float = UNSET
     seeds: int = UNSET
     profile: str = UNSET
+    macs_G: float = UNSET           # the cost columns (lab.cost.COST_COLUMNS): GMACs per image
+    trainable_M: float = UNSET
+    infer_img_s: float = UNSET      # inference images/s at the recipe's batch
+    latency_ms: float = UNSET       # batch 1
+    train_img_s: float = UNSET      # the run's own training throughput
+    peak_mem_MiB: float = UNSET     # CUDA only
+    cost_device: str = UNSET        # where the timings were measured
     extra: dict = field(default_factory=dict)
 
 
@@ -201,7 +225,7 @@ def experiments_table(out, folder, current=None):
     """The summary of all experiments (T2.13) from the newest finished run of every stage under `out`
     (`current`: a stage summary not yet published, e.g. the final stage writing this table).
     Writes experiments.md/csv into `folder` with the analysis, and returns the frame."""
-    rows, missing, keys = [], [], {}
+    rows, missing, keys, points = [], [], {}, []
     for stage, label in STAGE_LABELS.items():
         summary = current if current and current['stage'] == stage else latest_stage_summary(out, stage)
         if summary is None: missing.append(stage); continue
@@ -213,7 +237,9 @@ def experiments_table(out, folder, current=None):
                                       valid_acc=r.valid_acc, valid_acc_ci=r.valid_acc_ci, train_acc=r.train_acc,
                                       gap=r.final_gap, best_epoch=r.best_epoch,
                                       test_acc=r.test_acc if r.has('test_acc') else float('nan'),
-                                      seeds=r.n_seeds, profile=summary['profile']))
+                                      seeds=r.n_seeds, profile=summary['profile'],
+                                      **{k: r[k] for k in (*COST_COLUMNS, 'cost_device') if k in r}))
+            points.append(dict(label=variant, macs_G=r.macs_G, score=r.valid_acc, half=_half(r)))
     if not rows: raise FileNotFoundError(f"no finished stage runs under {out}: run the stage scripts first")
     best = max((r for r in rows if r.stage != 'Final'), key=lambda r: r.valid_acc, default=None)
     over = [f"{r.variant} ({r.gap:.1%})" for r in rows if (r.gap or 0) > 0.10]  # None: no held-out valid
@@ -226,4 +252,16 @@ def experiments_table(out, folder, current=None):
              + (f"WARNING: these stages ran on different data, classes, split or profile: "
                 f"{', '.join(f'{k}: {v}' for k, v in keys.items())}.\n\n" if len(distinct) > 1 else '')
              + (f"Stages not run yet: {', '.join(missing)}.\n" if missing else ''))
+    shown = plot_score_vs_cost(points, Path(folder) / 'accuracy_vs_macs.png', 'valid accuracy (95% interval)',
+                               'T2 variants: valid accuracy against compute')
+    notes += (f"\n{cost_note(rows)}\n\nThe rule of every stage's choice: {TIE_RULE}\n"
+              + ("\naccuracy_vs_macs.png: each variant's valid accuracy (bar: the larger of its 95% seed and Wilson "
+                 "intervals) against its GMACs per image; the red steps are the Pareto front.\n" if shown else ''))
     return write_table(rows, folder, 'experiments', title='All experiments (T2.13)', notes=notes)
+
+
+def _half(row):
+    "The larger 95% half-width of a row's valid accuracy: over seeds, or the Wilson interval of its valid images."
+    if row.valid_acc is None: return None
+    lo, hi = wilson(row.valid_acc, row.n_eval) if row.n_eval else (0.0, 0.0)
+    return max(row.valid_acc_ci or 0.0, (hi - lo) / 2)

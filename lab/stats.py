@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-__all__ = ['mean_std', 'wilson', 'seed_interval', 'accuracy_text', 'compare', 'pooled_seed_sd', 'gain_verdict',
-           'GAIN_RULE']
+__all__ = ['mean_std', 'wilson', 'seed_interval', 'accuracy_text', 'compare', 'decide', 'verdict_text', 'cost_ratio',
+           'pooled_seed_sd', 'gain_verdict', 'GAIN_RULE', 'TIE_RULE', 'COST_KEYS']
 
 
 def mean_std(values):
@@ -43,62 +43,131 @@ def accuracy_text(mean, n_images, values=None):
     return f"{mean:.1%} (95%: {'; '.join(parts)})"
 
 
-def compare(rows, metric, label='name', higher_is_better=True, unit='', n_key='n_eval'):
-    """Pick the best row by `metric` (mean over seeds) and judge whether its lead is outside the noise.
+COST_KEYS = ('macs_G', 'params_M')  # a table row's cost, in the order the tie rule reads it
 
-    `rows`: dicts with `label`, `metric` (the mean), `metric + '_ci'` (95% seed half-width, None for one seed),
-    'n_seeds' and, for accuracies, `n_key` (images it was measured on: their Wilson interval is the other noise).
-    A lead counts as real only when it is larger than both the seed interval (the larger of the two rows') and the
-    Wilson half-width of the best row's accuracy; with one seed the seed noise is unknown, so it is unproven. Rows
-    whose `metric` is undefined (nan or None) are not ranked, and said so.
-    Returns dict(best, runner_up, lead, significant, text).
-    """
+TIE_RULE = ("A lead counts as real only when it is larger than the noise: the 95% Wilson half-width of the best row's "
+            "score on its evaluation images and, with two or more seeds, the 95% seed interval (the larger of the two "
+            "rows'); with one seed the seed noise is unknown, so a lead beyond the Wilson noise is kept but called "
+            "unproven. Variants that tie within the noise are decided by cost: the cheaper one (fewer MACs per image, "
+            "then fewer parameters) is kept, and the verdict says so ('B ties A within noise at 3.1x the MACs: A "
+            "kept'). A real lead keeps the better variant and states what it costs ('+2.4 pts for 3.1x MACs'). "
+            "Choices are made on valid scores, never on test (`lab.stats.compare`).")
+
+
+def _num(r, key):
+    v = r.get(key)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def decide(rows, metric, higher_is_better=True, n_key='n_eval', cost=COST_KEYS):
+    """The one decision of a comparison (`TIE_RULE`), from which every verdict text is written (`verdict_text`).
+
+    `rows`: dicts with `metric` (mean over seeds), `metric + '_ci'` (95% seed half-width, None for one seed),
+    'n_seeds', `n_key` (the images an accuracy was measured on: their Wilson interval) and the `cost` keys.
+    Returns dict(kind, leader, runner_up, kept, tied, lead, set_noise, seed_noise, n_seeds, n_eval, undefined):
+    kind 'none' (no defined score), 'only' (one row), 'tie' (the runner-up within noise of the leader, an exact tie
+    included), 'unproven' (a lead beyond the Wilson noise, one seed) or 'lead' (beyond every noise); rows are the
+    row dicts; `kept` the row chosen: the cheapest of the leader and the rows tied with it, else the leader."""
     if not rows: raise ValueError("compare needs at least one row")
-    defined = [r for r in rows if r[metric] is not None and not math.isnan(r[metric])]
-    if not defined:
-        return dict(best=rows[0][label], runner_up=None, lead=None, significant=None,
-                    text=f"No {metric} to compare: it is undefined for every row (e.g. an IoU of masks without rock "
-                         f"pixels); {rows[0][label]} is listed as the best only because it comes first.")
-    if len(defined) < len(rows):
-        result = compare(defined, metric, label, higher_is_better, unit, n_key)
-        if len(defined) == 1:
-            result['text'] = f"Only {defined[0][label]} has a {metric} ({defined[0][metric]:.4g}{unit})."
-        result['text'] += (f" Not ranked, their {metric} undefined: "
-                           f"{', '.join(str(r[label]) for r in rows if r not in defined)}.")
-        return result
-    ranked = sorted(rows, key=lambda r: r[metric], reverse=higher_is_better)
-    best = ranked[0]
-    if len(ranked) == 1:
-        return dict(best=best[label], runner_up=None, lead=None, significant=None,
-                    text=f"Only {best[label]} was run ({metric} {best[metric]:.4g}{unit}).")
-    second = ranked[1]
-    lead = abs(best[metric] - second[metric])
-    n = min(r.get('n_seeds', 1) for r in ranked[:2])
-    seed_noise = max((r.get(f'{metric}_ci') or 0.0) for r in ranked[:2])
-    n_eval = best.get(n_key)
-    lo, hi = wilson(best[metric], n_eval) if n_eval else (math.nan, math.nan)
+    defined = [r for r in rows if _num(r, metric) is not None]
+    undefined = [r for r in rows if r not in defined]
+    d = dict(kind='none', leader=rows[0], runner_up=None, kept=rows[0], tied=[], lead=None, set_noise=0.0,
+             seed_noise=0.0, n_seeds=None, n_eval=None, undefined=undefined)
+    if not defined: return d
+    ranked = sorted(defined, key=lambda r: r[metric], reverse=higher_is_better)  # stable: ties keep the row order
+    leader = ranked[0]
+    d.update(kind='only', leader=leader, kept=leader)
+    if len(ranked) == 1: return d
+    n_eval = leader.get(n_key)
+    lo, hi = wilson(leader[metric], n_eval) if n_eval else (math.nan, math.nan)
     set_noise = (hi - lo) / 2 if n_eval else 0.0
-    text = (f"Best: {best[label]} with {metric} {best[metric]:.4g}{unit}, ahead of {second[label]} "
-            f"({second[metric]:.4g}{unit}) by {lead:.4g}{unit}." if lead else
-            f"Tie: {best[label]} and {second[label]} both reach {metric} {best[metric]:.4g}{unit}; {best[label]} is "
-            f"taken as it comes first.")
-    wilson_text = (f"the 95% Wilson half-width of {set_noise:.3g} on {n_eval} images" if n_eval else '')
-    if lead and n_eval and lead <= set_noise:
-        significant = False
-        text += f" The lead is within noise: inside {wilson_text}, so the two are not distinguishable on this set."
-    elif n < 2:
-        significant = None
-        text += (" One seed only: the noise between seeds is unknown, so treat the lead as unproven (run --seeds 2 "
-                 "or more)" + (f"; it is larger than {wilson_text}." if n_eval else '.'))
-    elif lead > seed_noise:
-        significant = True
-        text += (f" The lead is larger than the 95% seed interval ({seed_noise:.3g}{unit}, {n} seeds)"
-                 + (f" and {wilson_text}" if n_eval else '') + ", so it is likely real.")
+
+    def seeds(r): return min(r.get('n_seeds', 1), leader.get('n_seeds', 1))
+    def seed_noise(r): return max((x.get(f'{metric}_ci') or 0.0) for x in (leader, r))
+    def gap(r): return abs(leader[metric] - r[metric])
+    def tied(r): return gap(r) == 0 or gap(r) <= set_noise or (seeds(r) >= 2 and gap(r) <= seed_noise(r))
+    runner = ranked[1]
+    kind = 'tie' if tied(runner) else 'unproven' if seeds(runner) < 2 else 'lead'
+    ties = [r for r in ranked[1:] if tied(r)]
+    costs = [leader, *ties]
+    known = all(_num(r, k) is not None for r in costs for k in cost)
+    kept = min(costs, key=lambda r: tuple(r[k] for k in cost)) if ties and known else leader
+    d.update(kind=kind, runner_up=runner, kept=kept, tied=ties, lead=gap(runner), set_noise=set_noise,
+             seed_noise=seed_noise(runner), n_seeds=seeds(runner), n_eval=n_eval)
+    return d
+
+
+def cost_ratio(row, base, cost=COST_KEYS):
+    """(factor, 'MACs' or 'parameters') of `row`'s cost against `base`'s: the MACs, or the parameters when the MACs
+    match; (1.0, None) when both match, None when a cost is unknown."""
+    for key, what in zip(cost, ('MACs', 'parameters')):
+        a, b = _num(row, key), _num(base, key)
+        if a is None or not b: return None
+        if abs(a / b - 1) >= 0.005: return a / b, what
+    return 1.0, None
+
+
+def _ratio_words(ratio, the='the '):
+    if ratio is None: return 'an unknown cost'
+    return 'the same cost' if ratio[1] is None else f"{ratio[0]:.1f}x {the}{ratio[1]}" if ratio[0] >= 1 else \
+        f"{ratio[0]:.2g}x {the}{ratio[1]}"
+
+
+def verdict_text(d, metric, label='name', unit=''):
+    "The verdict of a decision (`decide`) in words: every branch of it, and nothing the decision did not find."
+    name = lambda r: str(r[label])
+    v = lambda r: f"{r[metric]:.4g}{unit}"
+    not_ranked = (f" Not ranked, their {metric} undefined: {', '.join(name(r) for r in d['undefined'])}."
+                  if d['undefined'] else '')
+    leader, runner, kept = d['leader'], d['runner_up'], d['kept']
+    if d['kind'] == 'none':
+        return (f"No {metric} to compare: it is undefined for every row (e.g. an IoU of masks without rock pixels); "
+                f"{name(leader)} is listed as the best only because it comes first.")
+    if d['kind'] == 'only':
+        return (f"Only {name(leader)} has a {metric} ({v(leader)})." if d['undefined'] else
+                f"Only {name(leader)} was run ({metric} {v(leader)}).") + not_ranked
+    lead = d['lead']
+    text = (f"{name(leader)} and {name(runner)} both reach {metric} {v(leader)}." if lead == 0 else
+            f"Best {metric}: {name(leader)} with {v(leader)}, ahead of {name(runner)} ({v(runner)}) by "
+            f"{lead:.4g}{unit}.")
+    wilson_text = f"the 95% Wilson half-width of {d['set_noise']:.3g} on {d['n_eval']} images" if d['n_eval'] else ''
+    seed_text = f"the 95% seed interval ({d['seed_noise']:.3g}{unit}, {d['n_seeds']} seeds)"
+    if d['kind'] == 'tie':
+        if lead: text += (f" The lead is within noise: inside {wilson_text if lead <= d['set_noise'] else seed_text}, "
+                          f"so the two are not distinguishable.")
+        others = [r for r in [leader, *d['tied']] if r is not kept]
+        ratios = [cost_ratio(r, kept) for r in others]
+        why = ('the cheaper' if kept is not leader or (None not in ratios and all(q[0] > 1 for q in ratios)) else
+               'cost unknown: first in the ranking' if None in ratios else 'the same cost: first in the ranking')
+        at = {}  # rows at the same cost said together: 'B, C and D tie A within noise at the same cost'
+        for r, q in zip(others, ratios): at.setdefault(_ratio_words(q), []).append(name(r))
+        said = lambda n: n[0] if len(n) == 1 else f"{', '.join(n[:-1])} and {n[-1]}"
+        ties = '; '.join(f"{said(n)} tie{'s' if len(n) == 1 else ''} {name(kept)} within noise at {w}"
+                         for w, n in at.items())
+        return text + f" {ties}: {name(kept)} kept ({why})." + not_ranked
+    ratio = cost_ratio(leader, runner)
+    pts = f"{lead * 100:+.1f} pts" + ('' if ratio is None else ' at the same cost' if ratio[1] is None else
+                                      f" for {_ratio_words(ratio, '')}" if ratio[0] > 1 else
+                                      f" at {_ratio_words(ratio)}, the cheaper too")
+    if d['kind'] == 'unproven':
+        text += (" One seed only: the noise between seeds is unknown, so treat the lead as unproven (run --seeds 2 or "
+                 "more)" + (f"; it is larger than {wilson_text}" if d['n_eval'] else '') + '.')
     else:
-        significant = False
-        text += (f" The lead is within noise: inside the 95% seed interval ({seed_noise:.3g}{unit}, {n} seeds), "
-                 f"so the two are not distinguishable.")
-    return dict(best=best[label], runner_up=second[label], lead=lead, significant=significant, text=text)
+        text += (f" The lead is larger than {seed_text}" + (f" and {wilson_text}" if d['n_eval'] else '')
+                 + ", so it is likely real.")
+    return text + f" {name(leader)} kept: {pts}." + not_ranked
+
+
+def compare(rows, metric, label='name', higher_is_better=True, unit='', n_key='n_eval'):
+    """Pick a row by `metric` (mean over seeds) and `TIE_RULE`: `decide` makes the one decision, `verdict_text`
+    writes it. Returns dict(best (the row kept), leader, runner_up, lead, significant (True: a real lead; False: a
+    tie within noise; None: unproven or nothing to compare), decision (its kind), tied, text)."""
+    d = decide(rows, metric, higher_is_better, n_key)
+    significant = {'lead': True, 'tie': False}.get(d['kind'])
+    label_of = lambda r: None if r is None else r[label]
+    return dict(best=label_of(d['kept']), leader=label_of(d['leader']), runner_up=label_of(d['runner_up']),
+                lead=d['lead'], significant=significant, decision=d['kind'], tied=[r[label] for r in d['tied']],
+                text=verdict_text(d, metric, label, unit))
 
 
 def pooled_seed_sd(groups):

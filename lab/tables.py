@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
-__all__ = ['epoch_axis', 'plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'markdown_rows', 'EPOCHS_FROM_0']
+__all__ = ['epoch_axis', 'plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'markdown_rows', 'EPOCHS_FROM_0',
+           'pareto_front', 'plot_score_vs_cost']
 
 # The lab counts epochs from 0 everywhere, as fastai's logs and metrics.csv do: console, tables, plots, the report.
 EPOCHS_FROM_0 = 'epochs count from 0, as in metrics.csv and fastai\'s logs'
@@ -73,3 +74,34 @@ def write_table(rows, folder, name='table', title=None, notes=None):
     md = (f'# {title}\n\n' if title else '') + markdown_table(df) + (f'\n{notes}\n' if notes else '')
     (Path(folder) / f'{name}.md').write_text(md)
     return df
+
+
+def pareto_front(points):
+    "The points no other beats on both axes (cheaper or as cheap, and better): `points` of (cost, score), by cost."
+    front, best = [], -math.inf
+    for c, s in sorted(points, key=lambda p: (p[0], -p[1])):
+        if s > best: front.append((c, s)); best = s
+    return front
+
+
+def plot_score_vs_cost(points, path, ylabel, title):
+    """Score against GMACs per image, one labelled point per variant with its 95% interval, and the Pareto front
+    (the variants nothing cheaper beats). `points`: dicts with label, macs_G, score and half (the interval's
+    half-width, or None); points without a cost or score are left out (returns None when none is left)."""
+    shown = [p for p in points if p.get('macs_G') and p.get('score') is not None and not math.isnan(p['score'])]
+    if not shown: return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    labels = {}  # variants at the same point (same MACs and score) share one label
+    for p in shown:
+        ax.errorbar(p['macs_G'], p['score'], yerr=p.get('half') or 0, fmt='o', capsize=3, color='tab:blue', alpha=.7)
+        labels.setdefault((p['macs_G'], p['score']), []).append(p['label'])
+    for (x, y), names in labels.items():
+        ax.annotate(', '.join(names), (x, y), textcoords='offset points', xytext=(5, 4), fontsize=8)
+    front = pareto_front(list(labels))
+    xs, ys = zip(*front, (max(p['macs_G'] for p in shown), front[-1][1]))  # the front holds on to the costliest
+    ax.step(xs, ys, where='post', color='tab:red', alpha=.6, label='Pareto front (nothing cheaper is better)')
+    ax.scatter(*zip(*front), s=120, facecolors='none', edgecolors='tab:red', zorder=3)
+    ax.set(xscale='log', xlabel='GMACs per image (log scale; FlopCounterMode, FLOPs / 2)', ylabel=ylabel, title=title)
+    ax.grid(alpha=.3, which='both'); ax.legend(fontsize=8)
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+    return Path(path)

@@ -26,6 +26,7 @@ from fastai.torch_core import get_model
 
 from fastai_lab.arch.layers import count_params
 from .caveats import run_caveats
+from .cost import measure_model, run_cost
 from .checkpoint import Checkpoints, read_checkpoint, resume
 from .data.loaders import build_data
 from .distributed import evaluating_alone, is_rank0
@@ -109,9 +110,11 @@ def train_run(recipe, run_dir, options=RunOptions()):
     if is_rank0(): run_dir.mkdir(parents=True, exist_ok=True)
     n_params, n_trainable = count_params(model), count_params(model, trainable_only=True)
     machine = machine_info(recipe.precision, getattr(data.dls, 'device', None))  # where and in what precision, and why
+    device = next(learn.model.parameters()).device
+    cost = measure_model(learn.model, recipe, data.info['bs'], device, machine['precision'], key=str(run_dir.parent))
     config = dict(recipe=recipe.to_dict(), run=run_dir.name, model=describe_model(recipe), data=data.info,
                   params=n_params, trainable_params=n_trainable, precision=machine['precision_words'], machine=machine,
-                  environment=environment_info(), caveats=run_caveats(recipe, data.source, data.caveats))
+                  environment=environment_info(), caveats=run_caveats(recipe, data.source, data.caveats), cost=cost)
     summary_text = model_summary(learn, recipe.size)  # on every rank: under DDP its get_preds gathers (all_gather)
     if is_rank0():
         if (run_dir / 'config.json').exists():
@@ -128,6 +131,7 @@ def train_run(recipe, run_dir, options=RunOptions()):
     cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog(run_dir.name), RunProgress(run_dir.name),
            Checkpoints(run_dir, recipe, monitor, best, kept_states), *extra]
     if options.tensorboard: cbs.append(TensorBoardLog(run_dir, stats))
+    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)  # the run's own peak, not the timing's
     t0 = time.perf_counter()
     fit_recipe(learn, recipe, cbs)
     wall = time.perf_counter() - t0
@@ -139,6 +143,9 @@ def train_run(recipe, run_dir, options=RunOptions()):
     record = _summary(history, recipe, monitor, kept['epoch'], n_params, n_trainable, wall, run_dir.name)
     record.update(**data_counts(data.info), data_path=data.info['data_path'], bs=data.info['bs'],
                   caveats=run_caveats(recipe, data.source, data.caveats))
+    record.update(cost=run_cost(cost, history, len(data.dls.train) * data.dls.train.bs, device,
+                                torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None))
+    write_json(run_dir / 'config.json', dict(read_json(run_dir / 'config.json'), cost=record.cost))
     if options.stats: record.update(**_save_stats(stats, run_dir, f"{run_dir.name} ({recipe.model.get('act')})"))
     plot_curves(history, run_dir, ('loss', 'accuracy') if recipe.task == 'classify' else ('loss', 'iou', 'dice', 'pixel_acc'))
     seed_everything(recipe.seed)  # evaluation draws augmentations (TTA) and samples: the same ones every time

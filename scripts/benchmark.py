@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""What a training epoch really costs (training images per second), measured three ways in one run.
+"""What a training epoch really costs (training images per second), measured three ways in one run; with --models,
+instead, what every architecture the lab builds costs (models.md/csv: params, trainable, GMACs per image, inference
+images/s at its recipe's batch, batch-1 latency, peak memory; `lab.cost`, `lab.bench.models_table`).
 
 Two workloads: the baseline ResNet (`SPEC`: 32-64-128-256 x [2,2,2,2], 64 px, Tiny ImageNet) and the U-Net (`UNET`:
 base 32, 128 px, moon data). Each is trained the same way on each path: the same recipe, model and initial weights,
@@ -39,49 +41,25 @@ numbers only show that the paths run. Full mode (the default on a GPU): full dat
 2 timed epochs. Numbers compare only within one run of this script (one machine, one moment): other runs, machines or
 loads give other numbers.
 """
-from pathlib import Path
-import contextlib, os, tempfile, time
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
-from fastai.callback.core import Callback
-from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import accuracy
-from fastai.torch_core import find_bs
-from fastai.vision.all import imagenet_stats
 
-from fastai_lab.data.cache import item_cache
+from fastai_lab.bench import (WARMUP_EPOCHS, device_words, fastai_default_path, lab_path, models_table, peak_mib,
+                              peak_reset, plain_loop)
+from fastai_lab.cli import script
+from fastai_lab.cost import LEFT_OUT
+from fastai_lab.data.loaders import build_data, resolve_data
 from fastai_lab.data.locate import find_tiny_imagenet
 from fastai_lab.data.tiny_imagenet import read_wnids
-from fastai_lab.cli import script
-from fastai_lab.data.loaders import build_data, resolve_data
-from fastai_lab.losses import seg_loss
-from fastai_lab.machine import DEVICE_HELP, announce, loader_workers, resolve_precision, select_device
-from fastai_lab.recipe import PRECISIONS, SPEC, UNET, pick_profile, scale_to_profile
-from fastai_lab.tables import markdown_table, write_table
-from fastai_lab.machine import environment_info, seed_everything
-from fastai_lab.results import stage_dir
 from fastai_lab.io import write_json
-from fastai_lab.learner import TORCH_OPTIMIZERS, fit_recipe, make_learner, precision_callbacks, setup_torch
-from fastai_lab.models import build_model
-from fastai_lab.checkpoint import Checkpoints
-from fastai_lab.train import EpochLog, MetricsCSV
+from fastai_lab.learner import setup_torch
+from fastai_lab.machine import DEVICE_HELP, announce, environment_info, loader_workers, resolve_precision, select_device
+from fastai_lab.recipe import PRECISIONS, SPEC, UNET, pick_profile, scale_to_profile
+from fastai_lab.results import stage_dir
+from fastai_lab.tables import markdown_table, write_table
 
 WORKLOADS = {'resnet': ('ResNet', SPEC), 'unet': ('U-Net', UNET)}
-WARMUP_EPOCHS = 1
-
-
-def _sync(device):
-    if device.type == 'cuda': torch.cuda.synchronize(device)
-    elif device.type == 'mps': torch.mps.synchronize()
-
-
-def _now(device):
-    _sync(device)
-    return time.perf_counter()
 
 
 # ----- the workloads' recipes -----------------------------------------------------------------------------------------
@@ -96,155 +74,7 @@ def workload_recipe(kind, profile, data):
     return resolve_data(recipe, say=True)
 
 
-def _plain_loss(recipe):
-    "The recipe's loss as plain PyTorch (the Learner of b uses fastai's flat wrappers of the same functions)."
-    if recipe.task == 'classify':
-        return lambda out, y: F.cross_entropy(out, y, label_smoothing=recipe.label_smoothing)
-    return seg_loss(recipe.loss)
-
-
-# ----- a: the plain loop ---------------------------------------------------------------------------------------------
-
-def train_tensors(data, device, channels_last):
-    "The lab's decoded train set as float tensors on `device`: images normalised like the lab's loader; masks (N,1,H,W)."
-    dl = data.dls.train
-    tensors = getattr(dl, 'tensors', None) or item_cache(dl, data.root)
-    x, y = (t.as_subclass(Tensor).to(device) for t in tensors)
-    mean, std = (torch.tensor(s, device=device).view(1, 3, 1, 1) for s in imagenet_stats)
-    x = (x.float() / 255 - mean) / std
-    if channels_last: x = x.contiguous(memory_format=torch.channels_last)
-    y = y.long() if y.ndim == 1 else y.float().unsqueeze(1)  # class labels, or masks as the loss's float targets
-    return x, y
-
-
-def plain_loop(recipe, data, device, precision, epochs):
-    """(images/s, training images per epoch) of a bare training loop over the train set held on the device, in
-    `precision` (bf16 or fp16 autocast, fp16 with torch's GradScaler; fp32)."""
-    cl = device.type == 'cuda'  # channels_last on a GPU, as make_learner does
-    x, y = train_tensors(data, device, channels_last=cl)
-    seed_everything(recipe.seed, recipe.deterministic)
-    model = build_model(recipe).to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
-    model.train()
-    fused = dict(fused=True) if device.type == 'cuda' and recipe.opt != 'sgd' else {}
-    opt = TORCH_OPTIMIZERS[recipe.opt](model.parameters(), lr=recipe.lr, weight_decay=recipe.wd, **fused)
-    loss_fn, bs, n = _plain_loss(recipe), data.dls.train.bs, len(x)
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')  # fp16's range needs loss scaling
-    steps = n // bs  # like the lab's train loader, which drops its last partial batch
-
-    def epoch():
-        perm = torch.randperm(n, device=device)
-        for i in range(steps):
-            idx = perm[i * bs:(i + 1) * bs]
-            xb = x[idx].contiguous(memory_format=torch.channels_last) if cl else x[idx]  # no copy when it already is
-            with torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = loss_fn(model(xb), y[idx])
-            scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
-        return steps * bs
-
-    for _ in range(WARMUP_EPOCHS): epoch()
-    t0 = _now(device)
-    images = [epoch() for _ in range(epochs)]
-    seconds = _now(device) - t0
-    return dict(images_per_s=sum(images) / seconds, train_images=images[0])
-
-
-# ----- b and c: fastai Learners ----------------------------------------------------------------------------------------
-
-class EpochMeter(Callback):
-    """Per epoch: seconds from the end of the previous epoch to the end of this one (everything the epoch costs,
-    validation and the other callbacks' epoch work included), seconds of the training phase, training images seen.
-    Runs after every other callback (order 100); the device is synchronised at each mark."""
-    order = 100
-
-    def __init__(self, device): self.device, self.epochs = device, []
-    def before_fit(self): self.t_end = _now(self.device)
-    def before_epoch(self): self.n = 0
-    def before_train(self): self.t_train = _now(self.device)
-    def after_batch(self):
-        if self.learn.training: self.n += find_bs(self.learn.yb)
-    def after_train(self): self.train_s = _now(self.device) - self.t_train
-    def before_validate(self): self.t_valid = _now(self.device)
-    def after_validate(self): self.valid_s = _now(self.device) - self.t_valid
-    def after_epoch(self):
-        t = _now(self.device)
-        self.epochs.append(dict(seconds=t - self.t_end, train_seconds=self.train_s, valid_seconds=self.valid_s,
-                                images=self.n))
-        self.t_end = t
-
-    def result(self):
-        """Images/s over the timed epochs (the warm-up ones left out), whole epochs and training phases, and the mean
-        seconds of an epoch, its training phase and its validation phase (the rest: the callbacks' epoch work)."""
-        timed = self.epochs[WARMUP_EPOCHS:]
-        if not timed: raise RuntimeError("benchmark: no timed epoch finished")
-        images = sum(e['images'] for e in timed)
-        if len({e['images'] for e in timed}) != 1:
-            raise RuntimeError(f"benchmark: training images per epoch changed: {[e['images'] for e in timed]}")
-        mean = lambda k: sum(e[k] for e in timed) / len(timed)
-        return dict(images_per_s=images / sum(e['seconds'] for e in timed),
-                    train_images_per_s=images / sum(e['train_seconds'] for e in timed), train_images=timed[0]['images'],
-                    epoch_s=mean('seconds'), train_s=mean('train_seconds'), valid_s=mean('valid_seconds'))
-
-
-@contextlib.contextmanager
-def _silenced(debug):
-    "stdout to /dev/null while fitting (fastai's progress bar, epoch lines), unless --debug."
-    if debug: yield; return
-    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null): yield
-
-
-def lab_path(recipe, data, device, epochs, debug):
-    "b: `make_learner` + `fit_recipe` on `build_data`'s loaders, with a stage run's per-epoch callbacks."
-    seed_everything(recipe.seed, recipe.deterministic)
-    learn = make_learner(recipe, build_model(recipe), data.dls)
-    meter = EpochMeter(device)
-    with tempfile.TemporaryDirectory(prefix='benchmark-') as tmp:
-        run_dir = Path(tmp)
-        learn.path, learn.model_dir = run_dir, '.'
-        fit = replace(recipe, epochs=WARMUP_EPOCHS + epochs)
-        cbs = [MetricsCSV(run_dir / 'metrics.csv'), EpochLog('benchmark b'), Checkpoints(run_dir, fit, recipe.monitor),
-               meter]
-        with _silenced(debug): fit_recipe(learn, fit, cbs)
-    return dict(meter.result(), callbacks=_cb_names(learn, cbs))
-
-
-def pixel_accuracy(inp, targ):
-    "Pixel accuracy of 1-logit masks, as a plain function: fastai makes it an AvgMetric (a CPU read per batch)."
-    return ((inp.as_subclass(Tensor) > 0).squeeze(1).long() == targ.as_subclass(Tensor).long()).float().mean()
-
-
-def fastai_default_path(recipe, device, precision, epochs, debug):
-    "c: fastai's default Learner on the file-based DataLoaders."
-    seed_everything(recipe.seed, recipe.deterministic)
-    dls = build_data(recipe, device, say=False, in_memory=False).dls  # the lab's DataBlock, decoded from the files
-    seed_everything(recipe.seed, recipe.deterministic)
-    model = build_model(recipe)
-    classify = recipe.task == 'classify'
-    loss = CrossEntropyLossFlat() if classify else seg_loss(recipe.loss)
-    meter = EpochMeter(device)
-    learn = Learner(dls, model, loss_func=loss, metrics=accuracy if classify else pixel_accuracy, wd=recipe.wd,
-                    cbs=precision_callbacks(precision) or None)
-    fit = learn.fit_one_cycle if recipe.schedule == 'one_cycle' else learn.fit
-    with _silenced(debug): fit(WARMUP_EPOCHS + epochs, recipe.lr, cbs=[meter])
-    return dict(meter.result(), callbacks=_cb_names(learn, [meter]), optimizer=f'fastai.optimizer.{learn.opt_func.__name__}')
-
-
-def _cb_names(learn, fit_cbs):
-    "The callbacks a fit ran with: the Learner's own and those given to `fit` (removed again when it returns)."
-    return [type(cb).__name__ for cb in learn.cbs] + [f'{type(cb).__name__} (fit)' for cb in fit_cbs]
-
-
 # ----- one workload, three paths -----------------------------------------------------------------------------------------
-
-def _peak_reset(device):
-    if device.type == 'cuda':
-        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak(device):
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == 'cuda' else '-'
-
-
 def measure(kind, recipe, device, epochs, debug):
     "The table row of one workload: a, b and c on `recipe`."
     precision = resolve_precision(recipe.precision, device)[0]
@@ -255,12 +85,12 @@ def measure(kind, recipe, device, epochs, debug):
                  b=lambda: lab_path(recipe, data, device, epochs, debug),
                  c=lambda: fastai_default_path(recipe, device, precision, epochs, debug))
     for name, run in paths.items():
-        _peak_reset(device)
+        peak_reset(device)
         results[name] = run()
-        peaks[name] = _peak(device)
+        peaks[name] = peak_mib(device)
         print(f"{WORKLOADS[kind][0]} {name}: {results[name]['images_per_s']:,.1f} images/s", flush=True)
     speed = {k: round(r['images_per_s'], 1) for k, r in results.items()}
-    row = dict(workload=f"{WORKLOADS[kind][0]} {recipe.size} px", device=_device_name(device),
+    row = dict(workload=f"{WORKLOADS[kind][0]} {recipe.size} px", device=device_words(device),
                precision=precision + (' + channels_last' if device.type == 'cuda' else ''),
                batch=data.dls.train.bs,
                n_train=data.info['n_train'], n_valid=data.info['n_valid'], timed_epochs=epochs,
@@ -279,12 +109,6 @@ def measure(kind, recipe, device, epochs, debug):
     return row, dict(recipe=recipe.to_dict(), data=data.info, precision=row['precision'], paths=results)
 
 
-def _device_name(device):
-    if device.type == 'cuda': return torch.cuda.get_device_name(device)
-    n = torch.get_num_threads()
-    return f"cpu ({n} thread{'s' if n > 1 else ''})"
-
-
 def flags(p):
     p.add_argument('--out', default='results', help='results folder (writes <out>/benchmark/<timestamp>/)')
     p.add_argument('--quick', action='store_true', help='quick profile: few small images, 1 timed epoch (default on a CPU)')
@@ -297,6 +121,9 @@ def flags(p):
                    help='auto (bf16 on a GPU with native bf16, fp16 mixed with loss scaling on older CUDA GPUs, fp32 on '
                         'MPS and the CPU), bf16, fp16 or fp32; recorded in the table and config.json')
     p.add_argument('--device', default=None, help=DEVICE_HELP + ' (default: auto)')
+    p.add_argument('--models', action='store_true',
+                   help="instead: the cost table of every architecture the lab builds, at its recipe's size and batch "
+                        "scaled to the profile (params, GMACs, inference images/s, batch-1 latency, peak memory)")
 
 
 def run(args):
@@ -305,6 +132,7 @@ def run(args):
     device = select_device(args.device)
     profile = pick_profile(args.quick, args.full)
     machine = announce(args.precision)  # a precision the device cannot serve stops here, before anything is timed
+    if args.models: return cost_of_models(args.out, profile, device, machine)
     epochs = args.epochs or (2 if profile == 'full' else 1)
     kinds = [args.only] if args.only else list(WORKLOADS)
     # every data folder is found (or refused) before anything is timed
@@ -328,6 +156,25 @@ def run(args):
         write_json(folder / 'config.json', dict(profile=profile, warmup_epochs=WARMUP_EPOCHS, timed_epochs=epochs,
                                                 precision=machine['precision'], machine=machine,
                                                 loader_workers=loader_workers(), workloads=configs, environment=env))
+        print(f"\n# {title}\n\n{markdown_table(df)}\n{notes}")
+    return df
+
+
+def cost_of_models(out, profile, device, machine):
+    "--models: models.csv and models.md, one row per architecture (`lab.bench.models_table`), and config.json."
+    setup_torch()
+    rows, peak_note = models_table(profile, device, machine['precision'])
+    title = f"Cost of every architecture the lab builds ({rows[0]['device']}, {machine['precision_words']}, {profile} profile)"
+    notes = (f"GMACs: multiply-accumulates per image at the recipe's size (torch FlopCounterMode, FLOPs / 2; not counted: "
+             f"{LEFT_OUT}). infer_images_per_s at the recipe's batch, latency_ms at batch 1: eval mode, no gradients, "
+             f"the median of timed passes after a warm-up, the device synchronised. peak_mem_mib: CUDA "
+             f"max_memory_allocated of an inference pass at the batch" + (f"; '-': {peak_note}" if peak_note else '')
+             + ". The Task 2 variants are built on the baseline here; the stages build them on the previous stage's "
+               "choice. Trainable parameters of T3.3 A: its encoder frozen. Compare numbers only within this table.")
+    with stage_dir(out, "benchmark") as folder:
+        df = write_table(rows, folder, 'models', title=title, notes=notes)
+        write_json(folder / 'config.json', dict(models=True, profile=profile, precision=machine['precision'],
+                                                machine=machine, environment=environment_info()))
         print(f"\n# {title}\n\n{markdown_table(df)}\n{notes}")
     return df
 

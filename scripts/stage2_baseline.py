@@ -3,7 +3,8 @@
 
 Model and recipe: `SPEC` (lab/recipe.py; its values are listed at the end of --help): the ResNet18 layout at half
 width, inside the 5M-parameter budget, trained with the spec's plain recipe. Writes accuracy/loss plots, the
-parameter count and `print(model)` (model.txt) under results/stage2_baseline/<timestamp>/.
+parameter count and `print(model)` (model.txt) under results/stage2_baseline/<timestamp>/, with its cost (MACs,
+parameters, images/s, latency, peak memory: `lab.cost`).
 """
 
 from fastai_lab.cli import script

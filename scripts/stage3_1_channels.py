@@ -5,6 +5,9 @@ A is the recipe's model (the baseline); B doubles A's first three widths and dro
 both. Same activation and the spec's recipe (`SPEC`, listed at the end of --help). Writes the table (params, valid
 accuracy with its intervals), accuracy and loss plots for both, and the conclusion, computed from the numbers, in
 table.md and summary.json.
+The choice weighs cost (`lab.stats.TIE_RULE`): variants within noise of the best valid accuracy are decided by
+MACs per image, then parameters ('B ties A within noise at 3.1x the MACs: A kept'); a real lead keeps the better one
+and states its cost ('+2.4 pts for 3.1x MACs'). The table carries every variant's cost (`lab.cost`).
 """
 from dataclasses import replace
 

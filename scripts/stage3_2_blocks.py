@@ -4,6 +4,9 @@
 Reads the newest finished stage 3.1 run on the same data, classes, split and profile under --out (or the one named
 with --from); without one it keeps the recipe's channels and says so. Compares params, valid accuracy, convergence
 speed (epoch of the best result) and overfitting; all accuracy curves on one plot (valid_accuracy.png).
+The choice weighs cost (`lab.stats.TIE_RULE`): variants within noise of the best valid accuracy are decided by
+MACs per image, then parameters ('B ties A within noise at 3.1x the MACs: A kept'); a real lead keeps the better one
+and states its cost ('+2.4 pts for 3.1x MACs'). The table carries every variant's cost (`lab.cost`).
 """
 
 from fastai_lab.cli import script

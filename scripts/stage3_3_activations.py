@@ -7,6 +7,9 @@ records per-layer activation statistics (mean, std, share <= 0) and weight-gradi
 device (`lab.callbacks`); statistics_per_layer.png and gradients_over_training.png put the four activations side by
 side, and the table adds their summary (dead share, last-layer activation std, first/last gradient-norm ratio), so
 the verdict comes with the reason behind it.
+The choice weighs cost (`lab.stats.TIE_RULE`): variants within noise of the best valid accuracy are decided by
+MACs per image, then parameters ('B ties A within noise at 3.1x the MACs: A kept'); a real lead keeps the better one
+and states its cost ('+2.4 pts for 3.1x MACs'). The table carries every variant's cost (`lab.cost`).
 """
 
 from fastai_lab.cli import script

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Stage 4 (T2.10-T2.13): the final model, the greedy recipe ablation that chose it, its test report and the table
-of all experiments.
+of all experiments. Every row carries the model's cost (`lab.cost`; the ingredients change the training, not the
+MACs); the T2.13 table carries each variant's and plots valid accuracy against MACs (accuracy_vs_macs.png).
 
 The configuration (channels, blocks, activation) is the best of stage 3.3, which carries 3.1's and 3.2's choices.
 The recipe ablation (lab/ablation.py) trains it with the spec's recipe (`SPEC`), then tries each ingredient on the best

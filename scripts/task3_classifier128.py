@@ -13,6 +13,7 @@ results/task3_classifier128/.
 
 from fastai_lab.cli import script
 from fastai_lab.recipe import CLASSIFIER_128
+from fastai_lab.cost import cost_note
 from fastai_lab.record import RunRecord
 from fastai_lab.stats import accuracy_text
 from fastai_lab.tables import EPOCHS_FROM_0, write_table
@@ -40,7 +41,8 @@ def run(recipe, opts):
         write_table([row], ctx.folder, title=f'Task 3.1: {recipe.size} px classifier', notes=(
             f"{conclusion}.\n\n{compare_valid([row])['text']} Best epoch by valid accuracy "
             f"({EPOCHS_FROM_0}); test = the "
-            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)." + ctx.caveat_notes()))
+            f"official val split; the checkpoint kept for Task 3.3 is {best_run}'s (the best valid accuracy)."
+            f"\n\n{cost_note([row])}" + ctx.caveat_notes()))
         print(f"{recipe.size} px classifier: {row.params_M}M parameters, {conclusion}")
         return ctx.summary(f'Task 3.1: {recipe.size} px classifier', {'classifier128': recipe}, 'classifier128',
                            [row.to_dict()],

@@ -13,6 +13,7 @@ mask) and show_results.png under results/task3_unet/.
 
 from fastai_lab.cli import script
 from fastai_lab.recipe import UNET
+from fastai_lab.cost import cost_note
 from fastai_lab.tables import write_table
 from fastai_lab.stage import run_stage
 from fastai_lab.rows import SegRow, seg_row, seg_table_rows
@@ -43,7 +44,7 @@ def run(recipe, opts):
         conclusion = describe(row, ctx.data_info.get('held_out', True))
         write_table(seg_table_rows([row]), ctx.folder, title='Task 3.2: baseline U-Net (best epoch by valid IoU)',
                     notes=f"{conclusion}.\n\nData: {ctx.recipe.data}; seeds {ctx.seeds}; {ctx.recipe.epochs} epochs."
-                          + ctx.caveat_notes())
+                          f"\n\n{cost_note([row])}" + ctx.caveat_notes())
         print(f"U-Net ({row.params_M}M parameters): {conclusion}")
         return ctx.summary('Task 3.2: baseline U-Net', {'baseline U-Net': ctx.recipe}, 'baseline U-Net',
                            [row.to_dict()], conclusion)

@@ -11,7 +11,9 @@ trains the classifier first.
   B: A's best checkpoint unfrozen and fine-tuned for half as many epochs with discriminative learning rates
      (--fine-tune-encoder-lr for the encoder, --fine-tune-lr for the rest).
 Same data, split, loss and metrics as task3_unet.py; the table compares A and B with the newest baseline U-Net run
-on the same data, split and profile (trained here, with the same seeds, when there is none).
+on the same data, split and profile (trained here, with the same seeds, when there is none). The verdict weighs cost
+(`lab.stats.TIE_RULE`): variants within noise of the best valid IoU are decided by MACs, then parameters, and said
+so; a real lead states what it costs. iou_vs_macs.png plots valid IoU against GMACs with the Pareto front.
 """
 from pathlib import Path
 from dataclasses import replace
@@ -19,7 +21,8 @@ from dataclasses import replace
 from fastai_lab.cli import run_script, script
 from fastai_lab.data.locate import find_tiny_imagenet
 from fastai_lab.recipe import BACKBONE_UNET, UNET
-from fastai_lab.tables import write_table
+from fastai_lab.cost import cost_note
+from fastai_lab.tables import plot_score_vs_cost, write_table
 from fastai_lab.lookup import chosen_recipe, finished_stages, latest_stage_summary, read_stage
 from fastai_lab.stage import run_stage
 from fastai_lab.record import RunRecord
@@ -78,7 +81,10 @@ def run(recipe, opts):
         write_table(seg_table_rows(rows), ctx.folder,
                     title='Task 3.3: U-Net with the classifier backbone vs the baseline (valid IoU)',
                     notes=f"{verdict['text']}\n\nData: {a.data}; seeds {ctx.seeds}; B's epochs and seconds include A's; "
-                          f"encoder: {checkpoint}." + ctx.caveat_notes())
+                          f"encoder: {checkpoint}.\n\n{cost_note(rows)}" + ctx.caveat_notes())
+        plot_score_vs_cost([dict(label=r.name, macs_G=r.macs_G, score=r.iou, half=r.iou_ci) for r in rows],
+                           ctx.folder / 'iou_vs_macs.png', 'valid IoU (95% seed interval)',
+                           'U-Nets: valid IoU against compute')
         print(verdict['text'])
         baseline = chosen_recipe(base) if base else replace(variants['unet'], seed=ctx.seeds[0])
         recipes = {rows[0].name: baseline, rows[1].name: a, rows[2].name: b0}

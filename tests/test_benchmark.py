@@ -81,3 +81,18 @@ def test_bad_flags_give_one_line_and_exit_2(argv, says, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
     assert not (tmp_path / 'out' / 'benchmark').exists()  # nothing was measured, nothing is left behind
+
+
+def test_models_table_lists_every_architecture_with_its_cost(tmp_path):
+    threads = torch.get_num_threads()
+    try: benchmark.main(['--models', '--quick', '--out', str(tmp_path)])
+    finally: torch.set_num_threads(threads)
+    folder, = (tmp_path / 'benchmark').iterdir()
+    table = pd.read_csv(folder / 'models.csv').set_index('model')
+    assert {'3.1-B', 'T3.1 classifier', 'T3.2 U-Net', 'T3.3 A (frozen encoder)', 'T3.3 B (fine-tuned)'} <= set(table.index)
+    assert (table['GMACs'] > 0).all() and (table['infer_images_per_s'] > 0).all() and (table['latency_ms'] > 0).all()
+    assert table.loc['3.1-B', 'GMACs'] > 2.5 * table.loc['baseline (2, 3.1-A, 3.2-B, 3.3-A)', 'GMACs']  # ~3x at ~1x params
+    a, b = table.loc['T3.3 A (frozen encoder)'], table.loc['T3.3 B (fine-tuned)']
+    assert a['trainable_M'] < b['trainable_M'] == b['params_M'] and a['GMACs'] == b['GMACs']
+    assert table['device'].str.startswith('cpu').all() and (table['peak_mem_mib'] == '-').all()
+    assert 'no peak-allocation counter for the CPU' in (folder / 'models.md').read_text()

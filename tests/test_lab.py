@@ -143,6 +143,10 @@ def test_train_run_writes_the_run_folder_contract(tiny3, tmp_path):
     assert summary['checkpoint'] == 'model.pth' and summary['n_valid'] == 6 and summary['final']['epoch'] == 2
     assert torch.load(run / 'model.pth', weights_only=True)['epoch'] == summary['best_epoch']
     assert 'parameters: ' in (run / 'model.txt').read_text()
+    cost = summary.cost  # beside the accuracy, never in metrics.csv (whose columns are above)
+    assert json.loads((run / 'config.json').read_text())['cost'] == cost and cost['params'] == summary.params
+    assert cost['macs'] > 0 and cost['train_images_per_s'] > 0 and cost['infer_batch'] == summary.bs == 8
+    assert cost['train_images_per_epoch'] == 8 * (summary.n_train // 8)  # fastai drops the last partial batch
     again = train_run(recipe, run)  # finished: not trained again, its record read back
     assert again.to_dict() == json.loads((run / 'summary.json').read_text())
 
@@ -191,7 +195,8 @@ def test_compare_follows_the_numbers_and_both_noises():
     assert seeds_noisy['significant'] is False and 'inside the 95% seed interval' in seeds_noisy['text']
     small_set = compare([_row('A', .74, .001, 3, 100), _row('B', .70, .001, 3, 100)], 'valid_acc')  # +-8.6 on 100
     assert small_set['significant'] is False and 'within noise' in small_set['text'] and 'Wilson' in small_set['text']
-    assert compare([_row('A', .7), _row('B', .7)], 'valid_acc')['text'].startswith('Tie: A and B')
+    tie = compare([_row('A', .7), _row('B', .7)], 'valid_acc')  # an exact tie is a tie, even with one seed
+    assert tie['decision'] == 'tie' and tie['text'].startswith('A and B both reach') and 'unproven' not in tie['text']
     assert mean_std([1, 3]) == (2.0, pytest.approx(2 ** .5))
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from ..io import read_json
 from ..metrics import is_undefined
+from ..cost import COST_HEADER, cost_cells, cost_note
 from ..rows import Row, SegRow
-from ..stats import wilson
+from ..stats import TIE_RULE, wilson
 from ..tables import EPOCHS_FROM_0, markdown_rows
 from .describe import (_data_info, _design, _recipe, _training, describe_backbone, describe_data, describe_resnet,
                        describe_unet)
@@ -60,7 +61,7 @@ def _variants(f):
 
 def _resnet_rows(f, stats=False):
     header = ['variant', 'configuration', 'params (M)', 'valid acc (best epoch)', '95% over seeds', 'train acc',
-              'best epoch', 'final train-valid gap', 's / run']
+              'best epoch', 'final train-valid gap', 's / run', *COST_HEADER]
     if stats: header += ['share <= 0', 'last-layer act std', 'grad first/last']
     rows = []
     for r in map(Row.of, f.summary.get('rows', [])):
@@ -68,12 +69,13 @@ def _resnet_rows(f, stats=False):
         row = [r.name, r.config or '', _num(r.params_M), _pct(r.valid_acc),
                f"+-{ci:.1%}" if ci is not None else 'one seed', _pct(r.train_acc),
                _epoch(r.best_epoch),
-               _pct(r.final_gap), _num(r.seconds, 1)]
+               _pct(r.final_gap), _num(r.seconds, 1), *cost_cells(r)]
         if stats:
             row += [_num(r.dead_share), _num(r.act_std_last), _num(r.grad_first_over_last, 3)]
         rows.append(row)
     return (markdown_rows(header, rows)
-            + f'\n\nValid accuracy at the best epoch by valid accuracy; {EPOCHS_FROM_0} (0 is the first).')
+            + f'\n\nValid accuracy at the best epoch by valid accuracy; {EPOCHS_FROM_0} (0 is the first). '
+            + cost_note(f.summary.get('rows', [])))
 
 
 def _design_variants(f):
@@ -147,9 +149,10 @@ def _classifier(out, f):
         rows.append([r.name, r.config or '', _num(r.params_M), _pct(r.valid_acc),
                      f"{_pct(vlo)}-{_pct(vhi)} (n={r.n_eval})", _pct(r.test_acc),
                      f"{_pct(tlo)}-{_pct(thi)} (n={r.n_test})" if tlo is not None else '-',
-                     _epoch(r.best_epoch), r.n_seeds])
+                     _epoch(r.best_epoch), r.n_seeds, *cost_cells(r)])
     items.append(markdown_rows(['model', 'configuration', 'params (M)', 'valid acc', 'Wilson 95%', 'test acc',
-                                'Wilson 95%', 'best epoch', 'seeds'], rows) + f"\n\nBest epoch: {EPOCHS_FROM_0}.")
+                                'Wilson 95%', 'best epoch', 'seeds', *COST_HEADER], rows)
+                 + f"\n\nBest epoch: {EPOCHS_FROM_0}. {cost_note(s.get('rows', []))}")
     items.append(_embed(f.run / 'per_class.md') if f.run else None)
     items += [_figs(_fig(f.run, 'accuracy.png', 'accuracy per epoch'), _fig(f.run, 'loss.png', 'loss per epoch'),
                     _fig(f.run, 'confusion_matrix.png', 'confusion matrix on the test set'),
@@ -167,14 +170,15 @@ def _score(r, key):
 
 def _seg_table(rows):
     header = ['model', 'params (M)', 'trainable (M)', 'valid IoU', 'valid Dice', 'valid pixel acc', 'test IoU',
-              'test Dice', 'real-frame IoU', 'real-frame Dice', 'epochs', 'seeds']
+              'test Dice', 'real-frame IoU', 'real-frame Dice', 'epochs', 'seeds', *COST_HEADER[:1], *COST_HEADER[2:]]
     body = [[r.name, _num(r.params_M), _num(r.trainable_M), _score(r, 'iou'), _score(r, 'dice'),
              _num(r.pixel_acc), _score(r, 'test_iou'), _score(r, 'test_dice'), _score(r, 'real_iou'),
-             _score(r, 'real_dice'), r.epochs, r.n_seeds] for r in map(SegRow.of, rows)]
+             _score(r, 'real_dice'), r.epochs, r.n_seeds, *(c for i, c in enumerate(cost_cells(r)) if i != 1)]
+            for r in map(SegRow.of, rows)]
     empty = any(c == '' for row in body for c in row)
     return markdown_rows(header, body) + ('\n\nValid at the best epoch by valid IoU; threshold 0.5, counts summed '
                                           'over all pixels; real frame = the real Kaggle render of a known place '
-                                          '(sim-to-real).' + (' An empty IoU or Dice cell: no rock pixels in that '
+                                          f'(sim-to-real). {cost_note(rows)}' + (' An empty IoU or Dice cell: no rock pixels in that '
                                                               "split's masks, so the score is undefined." if empty
                                                               else ''))
 
@@ -230,6 +234,8 @@ def _backbone(out, f):
                          else 'B: test frame (the training frame itself: not held out)'),
                     _fig(b_run, 'real_prediction_0.png', 'B: the real Kaggle frame'),
                     _fig(a_run, 'iou.png', 'A: IoU per epoch'), _fig(b_run, 'iou.png', 'B: IoU per epoch')),
+              _figs(_fig(f.folder, 'iou_vs_macs.png', 'U-Nets: valid IoU against GMACs per image, with the Pareto '
+                                                      'front')),
               '**Conclusion (computed):** ' + s.get('conclusion', '')]
     return [i for i in items if i]
 
@@ -250,7 +256,7 @@ def build_report(out, experiments_folder=None):
               f"Generated {datetime.now():%Y-%m-%d %H:%M} from the newest finished run of every stage under "
               f"`{out.resolve()}` ({ran} of {len(found)} sections run). Every table, number and conclusion below is "
               f"read from those runs' summary.json, config.json and tables; the design is read from their recipes.",
-              *_provenance(out, found, general)]
+              *_provenance(out, found, general), f"**How every comparison chooses** (stages 3.1-3.3, T3.3): {TIE_RULE}"]
     chapter = None
     for f in found:
         if f.spec.chapter != chapter:
@@ -273,5 +279,8 @@ def _experiments(out, folder):
     from ..rows import experiments_table
     try: experiments_table(out, folder)
     except FileNotFoundError as e: return blocks + [f"**Not run yet**: {e}."]
-    return blocks + ["The newest finished run of every Task 2 stage (`lab.rows.experiments_table`; also in "
-                     "experiments.md/csv beside this report).", _embed(Path(folder) / 'experiments.md')]
+    blocks += ["The newest finished run of every Task 2 stage (`lab.rows.experiments_table`; also in "
+               "experiments.md/csv beside this report).", _embed(Path(folder) / 'experiments.md'),
+               _figs(_fig(folder, 'accuracy_vs_macs.png', 'T2 variants: valid accuracy (95% interval) against GMACs '
+                                                          'per image, with the Pareto front'))]
+    return [b for b in blocks if b]

@@ -1,0 +1,148 @@
+"Cost of a model (MACs, parameters, timings) and the tie rule that weighs it against accuracy."
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastai.torch_core import TensorImage, TensorMask
+
+from fastai_lab.arch.resnet import ResNet
+from fastai_lab.arch.unet import BackboneUNet
+from fastai_lab.cost import count_macs, cost_columns, cost_note, measure_model, run_cost
+from fastai_lab.learner import make_learner
+from fastai_lab.recipe import BACKBONE_UNET, SPEC
+from fastai_lab.stats import compare, wilson
+
+
+def test_macs_of_a_hand_made_net_are_exact():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    conv = 8 * 8 * 8 * 3 * 3 * 3  # output pixels x out channels x (in channels x 3 x 3)
+    linear = 8 * 8 * 8 * 10
+    assert count_macs(net, torch.zeros(2, 3, 8, 8)) == conv + linear == 18_944  # per image, whatever the batch
+
+
+def _resnet_macs_by_hand(channels, blocks, size, n_classes):
+    "Convs and the linear layer of the lab's ResNet (3x3 stem, stride-2 first block of every later stage)."
+    conv = lambda cin, cout, k, hw: hw * hw * cout * cin * k * k
+    total, hw, cin = conv(3, channels[0], 3, size), size, channels[0]
+    for i, (c, n) in enumerate(zip(channels, blocks)):
+        for j in range(n):
+            if i > 0 and j == 0: hw //= 2
+            total += conv(cin, c, 3, hw) + conv(c, c, 3, hw) + (conv(cin, c, 1, hw) if cin != c else 0)
+            cin = c
+    return total + cin * n_classes
+
+
+def test_baseline_resnet_macs_equal_its_convs_by_hand():
+    m = SPEC.model
+    model = ResNet(m['channels'], m['blocks'], n_classes=10)
+    # the counter leaves BatchNorm, ReLU, the residual adds and the pooling out: convs + linear is all it counts
+    expected = _resnet_macs_by_hand(m['channels'], m['blocks'], 64, 10)
+    assert count_macs(model, torch.zeros(1, 3, 64, 64)) == expected
+    assert 0.5e9 < expected < 0.6e9  # 0.56 GMACs per 64 px image
+
+
+def _seg_dls(n=4, size=32):
+    ds = list(zip(TensorImage(torch.zeros(n, 3, size, size)), TensorMask(torch.zeros(n, size, size).long())))
+    return DataLoaders(DataLoader(ds, bs=2), DataLoader(ds, bs=2), device='cpu')
+
+
+def test_trainable_params_of_the_frozen_unet_are_fewer():
+    recipe = replace(BACKBONE_UNET, size=32, profile='quick', init=None)
+    enc = dict(channels=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem='3x3s2', n_classes=3)
+    cost = {}
+    for name, freeze in (('A', True), ('B', False)):
+        learn = make_learner(replace(recipe, freeze=freeze), BackboneUNet(ResNet(**enc)), _seg_dls())
+        cost[name] = measure_model(learn.model, replace(recipe, freeze=freeze), 2, torch.device('cpu'), passes=1)
+    a, b = cost['A'], cost['B']
+    assert a['trainable_params'] < b['trainable_params'] == b['params'] == a['params']
+    assert a['macs'] == b['macs'] > 0  # freezing changes what trains, not what a forward pass costs
+
+
+def test_timings_are_positive_on_the_named_device_and_draw_no_rng(tmp_path):
+    model = ResNet((8, 16, 32), (1, 1, 1), n_classes=3)
+    recipe = replace(SPEC, size=16, profile='quick', model=dict(SPEC.model, channels=[8, 16, 32], blocks=[1, 1, 1]))
+    state = torch.get_rng_state()
+    model.train()
+    cost = measure_model(model, recipe, 4, torch.device('cpu'), key=str(tmp_path))
+    assert torch.equal(torch.get_rng_state(), state) and model.training  # the run's numbers are not touched
+    assert cost['infer_images_per_s'] > 0 and cost['latency_ms'] > 0 and cost['device'].startswith('cpu (')
+    assert 'torch thread' in cost['device'] and cost['infer_batch'] == 4 and cost['precision'] == 'fp32'
+    assert measure_model(model, recipe, 4, torch.device('cpu'), key=str(tmp_path)) == cost  # once per stage
+    run = run_cost(cost, pd.DataFrame(dict(seconds=[2.0, 1.0, 1.0])), 64, torch.device('cpu'))
+    assert run['train_images_per_s'] == 64.0 and run['peak_mem_mib'] is None and 'CPU' in run['peak_mem_note']
+    row = cost_columns([dict(cost=run), dict(cost=dict(run, train_images_per_s=32.0))])
+    assert row['train_img_s'] == 48.0 and row['macs_G'] == cost['gmacs'] and row['cost_device'] == cost['device']
+    assert cost['device'] in cost_note([row]) and 'blank here' in cost_note([row])
+    assert cost_columns([dict(best={})]) == {}  # a run saved before cost was measured: no cost columns
+
+
+def _row(name, acc, macs, ci=None, n_seeds=1, n_eval=None, params=2.8):
+    return dict(name=name, valid_acc=acc, valid_acc_ci=ci, n_seeds=n_seeds, n_eval=n_eval, macs_G=macs,
+                params_M=params)
+
+
+def test_an_exact_tie_keeps_the_cheaper_and_claims_no_lead():
+    # one seed, both 0.6667 on 6 images: no 'larger than the Wilson half-width', no 'unproven lead'
+    v = compare([_row('B', 4 / 6, 1.68, n_eval=6), _row('A', 4 / 6, 0.56, n_eval=6)], 'valid_acc')
+    assert v['best'] == 'A' and v['decision'] == 'tie' and v['significant'] is False
+    assert v['text'] == ("B and A both reach valid_acc 0.6667. B ties A within noise at 3.0x the MACs: A kept "
+                         "(the cheaper).")
+    assert 'larger than' not in v['text'] and 'unproven' not in v['text']
+
+
+def test_a_lead_within_noise_keeps_the_cheaper_and_says_so():
+    v = compare([_row('A', .65, .56, n_eval=60), _row('B', .70, 1.74, n_eval=60)], 'valid_acc')
+    assert v['best'] == 'A' and v['leader'] == 'B' and v['decision'] == 'tie'
+    assert 'inside the 95% Wilson half-width' in v['text'] and v['text'].endswith(
+        'B ties A within noise at 3.1x the MACs: A kept (the cheaper).')
+    seeds = compare([_row('A', .65, .56, .08, 3, 10000), _row('B', .70, .56, .06, 3, 10000, params=1.0)], 'valid_acc')
+    assert seeds['best'] == 'B' and 'inside the 95% seed interval' in seeds['text']  # same MACs: fewer params wins
+    same = compare([_row('A', .70, .56, n_eval=60), _row('B', .69, .56, n_eval=60)], 'valid_acc')
+    assert same['best'] == 'A' and same['text'].endswith('A kept (the same cost: first in the ranking).')
+
+
+def test_a_lead_beyond_noise_keeps_the_better_and_states_its_cost():
+    v = compare([_row('A', .60, .56, .005, 2, 10000), _row('B', .624, 1.74, .005, 2, 10000)], 'valid_acc')
+    lo, hi = wilson(.624, 10000)
+    assert v['text'] == ("Best valid_acc: B with 0.624, ahead of A (0.6) by 0.024. The lead is larger than the 95% seed "
+                         f"interval (0.005, 2 seeds) and the 95% Wilson half-width of {(hi - lo) / 2:.3g} on 10000 "
+                         "images, so it is likely real. B kept: +2.4 pts for 3.1x MACs.")
+    assert v['best'] == 'B' and v['significant'] is True and v['decision'] == 'lead'
+    one = compare([_row('A', .80, .56, n_eval=1000), _row('B', .70, 1.68, n_eval=1000)], 'valid_acc')
+    assert one['best'] == 'A' and one['decision'] == 'unproven' and one['significant'] is None
+    assert 'treat the lead as unproven' in one['text'] and one['text'].endswith(
+        'A kept: +10.0 pts at 0.33x the MACs, the cheaper too.')
+
+
+def test_ties_among_several_rows_keep_the_cheapest():
+    rows = [_row('A', .70, 1.0, n_eval=100), _row('B', .69, 0.5, n_eval=100), _row('C', .50, 0.1, n_eval=100)]
+    v = compare(rows, 'valid_acc')
+    assert v['best'] == 'B' and v['tied'] == ['B'] and 'A ties B within noise at 2.0x the MACs' in v['text']
+    unknown = compare([dict(r, macs_G=None) for r in rows], 'valid_acc')
+    assert unknown['best'] == 'A' and 'cost unknown' in unknown['text']  # no cost: the ranking decides
+
+
+def test_pareto_front_keeps_what_nothing_cheaper_beats():
+    from fastai_lab.tables import pareto_front
+    points = [(1.0, .5), (0.5, .4), (2.0, .45), (3.0, .6), (0.5, .3)]
+    assert pareto_front(points) == [(0.5, .4), (1.0, .5), (3.0, .6)]
+
+
+def test_experiments_table_carries_cost_and_plots_accuracy_against_it(tmp_path):
+    from fastai_lab.rows import experiments_table
+    from fastai_lab.io import write_json
+    for stage, rows in (('stage2_baseline', [('baseline', .3, .56)]), ('stage3_1_channels', [('A', .4, .56), ('B', .45, 1.7)])):
+        folder = tmp_path / stage / '20260101-000000'; folder.mkdir(parents=True)
+        write_json(folder / 'summary.json', dict(stage=stage, best=rows[0][0], best_recipe=SPEC.to_dict(), profile='quick',
+                                                 data_key=SPEC.data_key(), conclusion='', rows=[
+            dict(name=n, config='c', params_M=2.8, valid_acc=a, valid_acc_ci=None, n_eval=30, train_acc=a, final_gap=0,
+                 best_epoch=1, n_seeds=1, macs_G=m, infer_img_s=10.0, cost_device='cpu (2 cores)') for n, a, m in rows]))
+    table = experiments_table(tmp_path, tmp_path)
+    assert list(table['macs_G']) == [.56, .56, 1.7] and list(table['infer_img_s']) == [10.0] * 3
+    assert (tmp_path / 'accuracy_vs_macs.png').is_file()
+    md = (tmp_path / 'experiments.md').read_text()
+    assert 'Timings on cpu (2 cores)' in md and 'decided by cost' in md and 'Pareto front' in md
