@@ -48,7 +48,7 @@ def write_report(out):
         write_text(folder / 'REPORT.md', text)
         write_text(folder / 'REPORT.html', page)
     final = folder.parent / folder.name[1:].removesuffix('.partial')  # stage_dir publishes the folder under this name
-    moved = lambda f: Figure(final / Path(f.path).relative_to(folder), f.caption) if Path(f.path).is_relative_to(
+    moved = lambda f: Figure(final / Path(f.path).relative_to(folder), f.caption, f.look) if Path(f.path).is_relative_to(
         folder) else f  # figures drawn into the report's own folder (T2.13's) now lie under its published name
     blocks = [[moved(f) for f in b] if isinstance(b, list) else b for b in blocks]
     top_md = write_text(out / 'REPORT.md', render_markdown(blocks, out))

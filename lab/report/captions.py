@@ -23,6 +23,8 @@ LOOK = {
     'train_loss.png': 'how fast each variant fits; a line that stalls early is under-fitting',
     'statistics_per_layer.png': 'the dead share and std per layer, activation by activation: dead units no longer learn',
     'gradients_over_training.png': 'whether the early layers\' gradients stay within reach of the last layer\'s',
+    'accuracy_vs_macs.png': 'the ringed variants on the Pareto front: none beats them on accuracy at fewer MACs; a '
+                            'point far to the right within the bars of a cheaper one is a tie paid for in compute',
     'ablation_valid.png': 'the green rows, the ingredients kept: each beat the row before by more than the noise bar',
     # test reports
     'confusion_matrix.png': 'the off-diagonal cells: the pairs of classes the model confuses most',
@@ -32,6 +34,7 @@ LOOK = {
     'prediction_0.png': 'the rock edges and the small rocks: what the predicted mask misses or adds',
     'prediction_1.png': 'whether the misses are of the same kind as on the first frame',
     'test_prediction_0.png': 'whether a frame the model never saw shows the same errors as the valid frames',
+    'iou_vs_macs.png': 'whether the dearer U-Nets buy IoU beyond the bars of the cheaper ones (the Pareto front, ringed)',
     'real_prediction_0.png': 'how many of a real photo\'s rocks a model trained on renders still finds (sim-to-real)',
 }
 
