@@ -56,6 +56,7 @@ from fastai_lab.io import write_json
 from fastai_lab.learner import setup_torch
 from fastai_lab.machine import DEVICE_HELP, announce, environment_info, loader_workers, resolve_precision, select_device
 from fastai_lab.recipe import PRECISIONS, SPEC, UNET, pick_profile, scale_to_profile
+from fastai_lab.record import data_counts
 from fastai_lab.results import stage_dir
 from fastai_lab.tables import markdown_table, write_table
 
@@ -93,7 +94,7 @@ def measure(kind, recipe, device, epochs, debug):
     row = dict(workload=f"{WORKLOADS[kind][0]} {recipe.size} px", device=device_words(device),
                precision=precision + (' + channels_last' if device.type == 'cuda' else ''),
                batch=data.dls.train.bs,
-               n_train=data.info['n_train'], n_valid=data.info['n_valid'], timed_epochs=epochs,
+               **{k: v for k, v in data_counts(data.info).items() if k != 'n_test'}, timed_epochs=epochs,
                **{f'{k}_train_images': r['train_images'] for k, r in results.items()},
                **{f'{k}_images_per_s': v for k, v in speed.items()},
                b_train_images_per_s=round(results['b']['train_images_per_s'], 1),
