@@ -41,6 +41,8 @@ class Fields:
         if given is not None and name != 'extra' and name not in given: given.append(name)
         object.__setattr__(self, name, value)
 
+    def __eq__(self, other): return type(self) is type(other) and self.to_dict() == other.to_dict()
+
     @classmethod
     def names(cls): return [f.name for f in fields(cls) if f.name != 'extra']
 
@@ -112,9 +114,6 @@ class _Scores(Fields):
     real_pixel_acc: float = UNSET
     real_frames: int = UNSET
     real_data: str = UNSET
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.to_dict() == other.to_dict()
 
 
 @dataclass(eq=False)

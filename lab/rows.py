@@ -21,12 +21,8 @@ __all__ = ['Row', 'SegRow', 'ExperimentRow', 'classifier_row', 'seg_row', 'seg_t
            'experiments_table']
 
 
-class _Row(Fields):
-    def __eq__(self, other): return type(self) is type(other) and self.to_dict() == other.to_dict()
-
-
 @dataclass(eq=False)
-class Row(_Row):
+class Row(Fields):
     "A classifier variant's table row: means over seeds (valid at the best epoch), 95% seed intervals, sizes."
     name: str = UNSET
     config: str = UNSET
@@ -110,7 +106,7 @@ def compare_seg(rows):
 
 
 @dataclass(eq=False)
-class SegRow(_Row):
+class SegRow(Fields):
     "A U-Net variant's table row: valid (and test, real-frame) IoU, Dice, pixel accuracy, mean and std over seeds."
     name: str = UNSET
     iou: float = UNSET
@@ -193,7 +189,7 @@ def overfitting_text(rows, gap_threshold=0.10):
 
 
 @dataclass(eq=False)
-class ExperimentRow(_Row):
+class ExperimentRow(Fields):
     "A line of the table of all Task 2 experiments (`experiments_table`)."
     stage: str = UNSET
     variant: str = UNSET
