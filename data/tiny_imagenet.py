@@ -33,10 +33,19 @@ def read_wnids(root):
     return _need(Path(root)/'wnids.txt', 'the class list of Tiny ImageNet, one wnid a line').read_text().split()
 
 
-def read_words(root):
-    "`root/words.txt` as a dict wnid -> words (e.g. 'n02124075' -> 'Egyptian cat')."
-    text = _need(Path(root)/'words.txt', 'wnid<TAB>words lines').read_text()
-    return dict(line.split('\t', 1) for line in text.splitlines() if '\t' in line)
+def read_words(root, wnids=None):
+    """`root/words.txt` as a dict wnid -> words (e.g. 'n02124075' -> 'Egyptian cat'); with `wnids`, theirs only, found
+    in the file's bytes (the real file has 82k lines: decoding and splitting them all took 35 ms of every data build)."""
+    path = _need(Path(root)/'words.txt', 'wnid<TAB>words lines')
+    if wnids is None: return dict(line.split('\t', 1) for line in path.read_text().splitlines() if '\t' in line)
+    data, words = b'\n' + path.read_bytes(), {}
+    for w in wnids:
+        line, start = f'\n{w}\t'.encode(), -1
+        while (found := data.find(line, start + 1)) >= 0: start = found  # the last line of a wnid wins, as in the dict
+        if start < 0: continue
+        end = data.find(b'\n', start + 1)
+        words[w] = data[start + len(line):end if end >= 0 else None].decode().rstrip('\r')
+    return words
 
 
 def class_names(wnids, words):
@@ -68,17 +77,31 @@ class TinySplits:
                 f"{len(self.valid)} valid, {len(self.test)} test ({self.notes})")
 
 
+def _identity(path):
+    "(device, inode) of the file `path` names, following links; None when there is none."
+    try: st = os.stat(path)
+    except FileNotFoundError: return None
+    return st.st_dev, st.st_ino
+
+
 def _class_images(root, wnid):
+    """The image files of class `wnid`'s train folder, sorted by name, as `{name: (device, inode)}`. os.scandir gives
+    the inode of a plain file without a stat call (a link is followed to the file it names): the real subset has 500
+    files a class, and a data build lists them all before the quick profile's cap."""
     folder = _need(root/'train'/wnid/'images', f"the train images of class {wnid}, which wnids.txt lists")
-    # '.'-files are not images: macOS leaves .DS_Store and '._<name>' AppleDouble files in copied folders
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.'))
-    if not files: raise ValueError(f"{folder}: no images (expected *.JPEG files of class {wnid})")
-    return files
+    device = folder.stat().st_dev
+    with os.scandir(folder) as entries:
+        # '.'-files are not images: macOS leaves .DS_Store and '._<name>' AppleDouble files in copied folders
+        found = {e.name: (device, e.inode()) if not e.is_symlink() else _identity(e.path) for e in entries
+                 if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not e.name.startswith('.')}
+    if not found: raise ValueError(f"{folder}: no images (expected *.JPEG files of class {wnid})")
+    return folder, dict(sorted(found.items()))
 
 
 def _read_annotations(root):
-    """Official val split as (path, wnid) pairs, in file order, each image once, and how many repeated lines were
-    dropped. An image listed twice with two classes is refused, naming both lines."""
+    """Official val split as (path, wnid, identity) triples, in file order, each image once, and how many repeated
+    lines were dropped. An image listed twice with two classes is refused, naming both lines. `identity` is the
+    file's (device, inode), None for a missing file."""
     ann = _need(root/'val'/'val_annotations.txt', 'filename<TAB>wnid<TAB>box lines for val/images')
     rows, seen, repeated = [], {}, 0
     for i, line in enumerate(ann.read_text().splitlines(), 1):  # splitlines: some copies have CRLF lines
@@ -86,7 +109,8 @@ def _read_annotations(root):
         parts = line.split('\t')
         if len(parts) < 2: raise ValueError(f"{ann}, line {i}: {line!r} (expected filename<TAB>wnid<TAB>boxes)")
         path, wnid = root/'val'/'images'/parts[0].strip(), parts[1].strip()
-        key = os.path.realpath(path)  # the same file reached by two names (e.g. a symlink) counts once too
+        identity = _identity(path)
+        key = identity or os.path.realpath(path)  # the same file reached by two names (e.g. a symlink) counts once too
         if key in seen:
             first, had = seen[key]
             if had != wnid: raise ValueError(f"{ann}, line {i}: {parts[0].strip()} labelled {wnid}, but line {first} "
@@ -94,16 +118,16 @@ def _read_annotations(root):
             repeated += 1
             continue
         seen[key] = (i, wnid)
-        rows.append((path, wnid))
+        rows.append((path, wnid, identity))
     return rows, repeated
 
 
 def _distinct(files):
-    "`files` without those that are the same file as an earlier one (symlinks, hard links), and how many were dropped."
-    seen, kept = set(), []
-    for f in files:
-        st = f.stat()
-        if (st.st_dev, st.st_ino) not in seen: seen.add((st.st_dev, st.st_ino)); kept.append(f)
+    """The names of `files` (`{name: identity}`) without those that are the same file as an earlier one (symlinks,
+    hard links), with their identities, and how many were dropped."""
+    kept, seen = {}, set()
+    for name, identity in files.items():
+        if identity not in seen: seen.add(identity); kept[name] = identity
     return kept, len(files) - len(kept)
 
 
@@ -152,37 +176,40 @@ def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, m
     if unknown: raise ValueError(f"unknown wnids {unknown}: not in {root/'wnids.txt'}")
     if len(set(wnids)) < len(wnids): raise ValueError(f"wnids {wnids}: each class may appear only once")
     cap = slice(max_per_class)
-    train, valid, dropped = [], [], 0
+    train, valid, dropped, identities = [], [], 0, {}
     for label, wnid in enumerate(wnids):
-        files, twice = _distinct(_class_images(root, wnid))
-        files, dropped = files[cap], dropped + twice
+        folder, files = _class_images(root, wnid)
+        files, twice = _distinct(files)
+        names, dropped = list(files)[cap], dropped + twice
         # A class's split depends only on (seed, wnid), not on which other classes were picked.
-        v = set(valid_idxs(len(files), valid_pct, np.random.default_rng([seed, zlib.crc32(wnid.encode())])))
-        for i, f in enumerate(files): (valid if i in v else train).append((f, label))
+        v = set(valid_idxs(len(names), valid_pct, np.random.default_rng([seed, zlib.crc32(wnid.encode())])))
+        for i, name in enumerate(names):
+            (valid if i in v else train).append((folder/name, label))
+            identities[files[name]] = folder/name
     label_of, per_class = {w: i for i, w in enumerate(wnids)}, {w: 0 for w in wnids}
-    test = []
+    test, test_identities = [], []
     annotated, repeated = _read_annotations(root)
-    for path, wnid in annotated:
+    for path, wnid, identity in annotated:
         if wnid not in label_of or (max_per_class is not None and per_class[wnid] >= max_per_class): continue
         per_class[wnid] += 1
-        test.append((path, label_of[wnid]))
-    missing = [str(p) for p, _ in test if not p.exists()]
+        test.append((path, label_of[wnid])); test_identities.append(identity)
+    missing = [str(p) for (p, _), identity in zip(test, test_identities) if identity is None]
     if missing: raise FileNotFoundError(f"{len(missing)} test images named in {root/'val'/'val_annotations.txt'} "
                                         f"are missing, e.g. {missing[:5]}")
-    twice = _reached_twice(train + valid, test, root)
+    twice = _reached_twice(identities, zip(test, test_identities), root)
     if twice: raise ValueError(twice)
     if say and (dropped or repeated):
         print(f"NOTICE: {root}: dropped {repeated} repeated line(s) of val/val_annotations.txt and {dropped} train "
               f"file(s) that are the same file as another; every image is counted once")
     notes = (f"test = official val (the official test split has no labels); train/valid = stratified split of "
              f"official train, valid_pct={valid_pct}, seed={seed}")
-    return TinySplits(root, wnids, class_names(wnids, read_words(root)), train, valid, test, notes)
+    return TinySplits(root, wnids, class_names(wnids, read_words(root, wnids)), train, valid, test, notes)
 
 
 def _reached_twice(seen, test, root):
-    "Why the test set is not held out when one of its files is a train/valid file too (a link), else ''."
-    ids = {(st.st_dev, st.st_ino): p for p in (p for p, _ in seen) for st in [p.stat()]}
-    both = [(p, ids[(st.st_dev, st.st_ino)]) for p, _ in test for st in [p.stat()] if (st.st_dev, st.st_ino) in ids]
+    """Why the test set is not held out when one of its files is a train/valid file too (a link), else ''.
+    `seen`: {identity: train/valid path}; `test`: ((path, label), identity) pairs."""
+    both = [(p, seen[identity]) for (p, _), identity in test if identity in seen]
     if not both: return ''
     return (f"{root/'val'/'val_annotations.txt'}: {len(both)} test image(s) are train/valid files too, e.g. "
             f"{both[0][0]} is {both[0][1]} (expected a held-out test set)")
