@@ -23,6 +23,7 @@ import numpy as np
 from .record import Evaluation, RunRecord
 from .rows import ABLATION_COLUMNS, HELD_OUT, Row, classifier_row
 from .recipe import SPEC
+from .figures import save_figure
 from .cost import COST_COLUMNS, cost_note
 from .stats import GAIN_RULE, accuracy_text, gain_verdict, mean_std, pooled_seed_sd, seed_interval, wilson
 
@@ -231,7 +232,7 @@ def plot_ablation(rows, path, title='Recipe ablation: valid accuracy per row'):
     ax.set_xlabel('valid accuracy (mean over seeds; bar: 95% interval, the larger of seeds and Wilson)')
     ax.set_title(title, fontsize=10)
     ax.grid(axis='x', alpha=0.3)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 

@@ -16,6 +16,7 @@ import argparse, os, runpy, signal, sys, textwrap, threading, traceback
 from contextlib import contextmanager
 
 from .distributed import init_distributed
+from .figures import drawing_beside
 from .io import check_out, error_line
 from .flags import RUNTIME_HELP, Parser, _check_used, _options, recipe_flags, resolve_recipe, runtime_flags
 from .machine import announce, select_device
@@ -96,7 +97,7 @@ def script(body, flags=None, recipe=None, reads=None):
     def main(argv=None):
         p = parser()
         args = _parse(p, argv)
-        with one_line_errors(args.debug):
+        with one_line_errors(args.debug), drawing_beside():  # figures drawn on another core (lab.figures)
             if getattr(args, 'out', None): check_out(args.out)  # before any data is read or decoded
             if recipe is None: return body(args)
             if args.dist_timeout <= 0: raise ValueError(f"--dist-timeout {args.dist_timeout:g}: expected minutes > 0")

@@ -19,6 +19,7 @@ import torch
 from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from .figures import save_figure
 from .ingredients import multi_view_logits, view_words
 from .stats import wilson
 from .tables import write_table
@@ -46,7 +47,7 @@ def plot_samples(dl, predictions, targets, names, path, n=10, seed=0):
         t, p = names[int(targets[i])], names[int(predictions[i])]
         ax.set_title(f'true: {t}\npred: {p}', fontsize=8, color='green' if t == p else 'red')
     for ax in np.ravel(axs)[len(idx):]: ax.axis('off')
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -77,9 +78,9 @@ def test_report(learn, dl, names, folder, seed=0, figures=True, title='Test set'
     if figures:
         _GivenConfusion(learn, dl, cm).plot_confusion_matrix(
             figsize=(8, 8), title=f'Confusion matrix ({title[0].lower() + title[1:]}, acc {acc:.1%})')
-        plt.gcf().savefig(folder / 'confusion_matrix.png', dpi=110, bbox_inches='tight'); plt.close('all')
+        save_figure(plt.gcf(), folder / 'confusion_matrix.png', dpi=110, tight=False, bbox_inches='tight'); plt.close('all')
         learn.show_results(dl=dl, max_n=9)
-        plt.gcf().savefig(folder / 'show_results.png', dpi=110, bbox_inches='tight'); plt.close('all')
+        save_figure(plt.gcf(), folder / 'show_results.png', dpi=110, tight=False, bbox_inches='tight'); plt.close('all')
         plot_samples(dl, predictions, targets, names, folder / 'test_samples.png', seed=seed)
     return dict(test_acc=acc, test_acc_lo=lo, test_acc_hi=hi, macro_f1=float(table['f1'].iloc[-1]), n=len(targets))
 
@@ -128,8 +129,7 @@ def plot_predictions(learn, dl, folder, n=4, threshold=0.5, prefix='prediction')
         for ax, (img, title) in zip(axs, panels):
             ax.imshow(img, cmap=None if img.ndim == 3 else 'gray', vmin=0, vmax=1 if img.ndim == 2 else None)
             ax.set_title(title, fontsize=9); ax.axis('off')
-        fig.tight_layout(); paths.append(Path(folder) / f'{prefix}_{k}.png'); fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(save_figure(fig, Path(folder) / f'{prefix}_{k}.png', dpi=100))
     return paths
 
 
@@ -163,7 +163,7 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
     if figures:
         plot_predictions(learn, learn.dls.valid, folder)
         learn.show_results(max_n=4, figsize=(8, 8))
-        plt.gcf().savefig(folder / 'show_results.png', dpi=100, bbox_inches='tight'); plt.close('all')
+        save_figure(plt.gcf(), folder / 'show_results.png', dpi=100, tight=False, bbox_inches='tight'); plt.close('all')
     if test and data.test_items:
         tdl = data.test_dl()
         out.update(seg_scores(learn, tdl, 'test'), n_test=len(data.test_items))

@@ -5,10 +5,11 @@ summary.json keeps its format: the keys a run set, in the order it set them; a f
 the file (and reads as None). A key this code does not know (a folder of a later version) is kept in `extra` and
 written back, never dropped; setting an unknown field by name (`update`) is an error.
 """
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .io import read_json, write_json
+from .io import json_safe, read_json, write_json
 
 __all__ = ['Fields', 'RunRecord', 'Evaluation', 'DATA_COUNTS', 'data_counts', 'UNSET']
 
@@ -153,6 +154,10 @@ class RunRecord(_Scores):
     def write(self, run_dir):
         "Write summary.json into `run_dir` (atomically: a folder without it is unfinished); returns its path."
         return write_json(Path(run_dir) / 'summary.json', self.to_dict())
+
+    def as_written(self):
+        "This record as `read` gives it back once written (JSON's types: lists, None for NaN, plain numbers)."
+        return type(self).from_dict(json.loads(json.dumps(json_safe(self.to_dict()), default=str)))
 
 
 @dataclass(eq=False)

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .distributed import broadcast_path, dist_rank, is_rank0
+from .figures import drawing_beside
 from .io import error_line, json_safe, read_json, same_json, write_json
 
 __all__ = ['Stage', 'StageMismatch', 'stage_dir', 'run_name', 'variant_of']
@@ -50,7 +51,7 @@ def stage_dir(out, stage):
     partial = root / f'.{name}.partial'
     partial.mkdir()
     try:
-        yield partial
+        with drawing_beside(): yield partial  # every figure drawn inside is on disk before the folder is published
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         for p in made:

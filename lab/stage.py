@@ -26,6 +26,7 @@ from . import progress
 from .caveats import caveat, caveat_notes, stage_caveats
 from .data.loaders import build_data, resolve_data
 from .distributed import barrier, check_shards, is_distributed
+from .figures import drawing_beside, save_figure
 from .io import error_line, read_json, same_json, write_json
 from .learner import make_learner, setup_torch
 from .models import build_model
@@ -111,7 +112,9 @@ def run_stage(opts, name, recipe, experiment, lr_find=None):
     with st:
         if st.done: return st.done
         if opts.lr_find: return lr_find_stage(st, lr_find(recipe) if lr_find else recipe)
-        return st.finish(experiment(StageContext(st, name, recipe, opts, info)))
+        with drawing_beside():  # the stage's figures are drawn beside its training, all on disk before its summary
+            summary = experiment(StageContext(st, name, recipe, opts, info))
+        return st.finish(summary)
 
 
 def lr_find_stage(st, recipe):
@@ -123,7 +126,7 @@ def lr_find_stage(st, recipe):
     learn = make_learner(recipe, build_model(recipe), data.dls)
     learn.path, learn.model_dir = st.folder, '.'
     found = learn.lr_find(suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
-    plt.gcf().savefig(st.folder / 'lr_find.png', dpi=110, bbox_inches='tight'); plt.close('all')
+    save_figure(plt.gcf(), st.folder / 'lr_find.png', dpi=110, tight=False, bbox_inches='tight'); plt.close('all')
     suggested = {k: float(v) for k, v in found._asdict().items()}
     write_json(st.folder / 'lr_find.json', dict(suggested=suggested, recipe=recipe.to_dict(),
                                                 note='fastai lr_find on the stage\'s first configuration'))
@@ -247,7 +250,9 @@ def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None):
     failed = [f"{name}: {error}" for name, _, error in results if error]
     if failed:
         raise RunsFailed(f"{len(failed)} run(s) of {stage.name} failed ({'; '.join(failed)})")
-    return {n: RunRecord.read(stage.run_dir(n)) for n in runs}
+    # a run trained here may still be waiting for its figures to write its summary.json: its record as it will read
+    trained = {name: record.as_written() for name, record, _ in results if record is not None}
+    return {n: trained[n] if n in trained else RunRecord.read(stage.run_dir(n)) for n in runs}
 
 
 def _parallel(todo, jobs, stage_clock):

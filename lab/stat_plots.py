@@ -1,19 +1,14 @@
 """Plots of per-layer statistics (matplotlib Agg, one PNG each): profiles over layers, and the records of
 `lab.callbacks.GradientStats` and `ActivationStatsLite` over training."""
-from pathlib import Path
-
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .figures import save_figure
+
 __all__ = ['plot_layer_profiles', 'plot_layer_norms', 'plot_norms_over_steps', 'plot_activation_stats',
            'plot_runs_over_steps']
-
-
-def _save(fig, path):
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
-    return Path(path)
 
 
 _STYLES = ('-', '--', '-.', ':')
@@ -36,7 +31,7 @@ def plot_layer_profiles(panels, path, names=None, xlabel='layer (input -> output
             ax.set_xticks(np.arange(1, len(names) + 1), names, rotation=60, ha='right', fontsize=7)
         if len(lines) > 1: ax.legend(fontsize=7)
     if title: fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_layer_norms(grad_stats, path, step=-1, title=None):
@@ -63,7 +58,7 @@ def _plot_over_steps(stats, panels, path, layers, logs, title):
         ax.set(title=panel, xlabel='training batch'); ax.grid(alpha=.3)
     axs[0, -1].legend(fontsize=7)
     if title: fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_norms_over_steps(grad_stats, path, layers=None, title=None):
@@ -81,7 +76,7 @@ def plot_runs_over_steps(grad_stats_by_run, path, layers=None, title=None):
         ax.set(title=run, xlabel='training batch', yscale='log'); ax.grid(alpha=.3)
     axs[0, 0].set_ylabel('weight-gradient L2 norm'); axs[0, -1].legend(fontsize=6)
     if title: fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_activation_stats(act_stats, path, modules=None, title=None):

@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
+from .figures import save_figure
+
 __all__ = ['epoch_axis', 'plot_curves', 'plot_overlay', 'write_table', 'markdown_table', 'markdown_rows', 'EPOCHS_FROM_0',
            'pareto_front', 'plot_score_vs_cost']
 
@@ -31,8 +33,7 @@ def plot_curves(history, folder, metrics=('loss', 'accuracy')):
             col = f'{split}_{m}'
             if col in history: ax.plot(history['epoch'], history[col], marker='o', ms=3, label=split)
         ax.set(ylabel=m, title=m); epoch_axis(ax); ax.grid(alpha=.3); ax.legend()
-        fig.tight_layout(); fig.savefig(Path(folder) / f'{m}.png', dpi=120); plt.close(fig)
-        paths.append(Path(folder) / f'{m}.png')
+        paths.append(save_figure(fig, Path(folder) / f'{m}.png'))
     return paths
 
 
@@ -41,8 +42,7 @@ def plot_overlay(histories, column, path, title=None):
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, h in histories.items(): ax.plot(h['epoch'], h[column], marker='o', ms=3, label=name)
     ax.set(ylabel=column, title=title or column); epoch_axis(ax); ax.grid(alpha=.3); ax.legend(fontsize=8)
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _fmt(v):
@@ -103,5 +103,4 @@ def plot_score_vs_cost(points, path, ylabel, title):
     ax.scatter(*zip(*front), s=120, facecolors='none', edgecolors='tab:red', zorder=3)
     ax.set(xscale='log', xlabel='GMACs per image (log scale; FlopCounterMode, FLOPs / 2)', ylabel=ylabel, title=title)
     ax.grid(alpha=.3, which='both'); ax.legend(fontsize=8)
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

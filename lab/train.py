@@ -31,6 +31,7 @@ from .checkpoint import Checkpoints, read_checkpoint, resume
 from .data.loaders import build_data
 from .distributed import evaluating_alone, is_rank0
 from .evaluate import evaluate_run
+from .figures import then
 from .ingredients import TRAINING_ONLY, WeightEMA
 from .io import read_json, write_json, write_text, writing
 from .learner import fit_recipe, make_learner, model_summary, setup_torch
@@ -97,7 +98,8 @@ def load_history(run_dir):
 def train_run(recipe, run_dir, options=RunOptions()):
     """Train `recipe` (resolved: see `lab.data.resolve_data`) into `run_dir`; return its `RunRecord`.
 
-    A finished run (summary.json present) is not trained again; an interrupted one continues from last.pth."""
+    A finished run (summary.json present) is not trained again; an interrupted one continues from last.pth. Inside a
+    stage the run's figures are drawn beside the next run (`lab.figures`): its summary.json is written once they are."""
     run_dir = Path(run_dir)
     if (run_dir / 'summary.json').is_file(): return RunRecord.read(run_dir)
     setup_torch()
@@ -152,8 +154,10 @@ def train_run(recipe, run_dir, options=RunOptions()):
     with evaluating_alone():
         record.update(**evaluate_run(learn, data, recipe, run_dir, options.test, options.figures, options.real_pair))
         if options.export: _export(learn)
-    record.write(run_dir)
-    (run_dir / 'last.pth').unlink(missing_ok=True)  # the resume state is not needed once the run is finished
+    def finish():  # once its figures are on disk too: then the run is finished and its resume state not needed
+        record.write(run_dir)
+        (run_dir / 'last.pth').unlink(missing_ok=True)
+    then(finish, run_dir.name)
     return record
 
 

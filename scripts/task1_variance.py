@@ -16,6 +16,7 @@ import torch
 from fastai_lab.arch.probes import VarianceProbeNet, activation_profile, ks_distance, weight_variances
 from fastai_lab.data.probes import probe_images
 from fastai_lab.stat_plots import plot_layer_profiles
+from fastai_lab.figures import save_figure
 from fastai_lab.tables import write_table
 from fastai_lab.cli import script
 from fastai_lab.flags import parse_seeds, probe_flags
@@ -34,7 +35,7 @@ def gap_histograms(gaps, path):
                         ls=('-', '--')[k % 2])
             ax.set(yscale='log', ylabel='density', title=f"{source}: GAP {'/ own std' if scaled else 'activations'}",
                    xlabel='GAP value / std' if scaled else 'GAP value'); ax.legend(fontsize=8)
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+    save_figure(fig, path)
 
 
 def explain(findings, ratio, seeds, worst):

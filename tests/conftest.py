@@ -2,9 +2,11 @@
 tiny results tree of every stage, trained once per session.
 
 The tests run torch on one thread (lab.machine.cpu_threads reads OMP_NUM_THREADS): the models here are tiny, and on a
-2-core machine shared with anything else two spinning threads run them up to 10x slower."""
+2-core machine shared with anything else two spinning threads run them up to 10x slower. For the same reason they draw
+their figures in their own process (LAB_FIGURES=here): tests/test_figures.py and the interrupt tests draw beside."""
 import os
 os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('LAB_FIGURES', 'here')  # two workers already use both cores: none is free to draw beside
 from pathlib import Path
 
 import matplotlib

@@ -83,6 +83,7 @@ def _interrupt_after_first_epoch_of(run_name, monkeypatch):
 
 
 def test_ctrl_c_keeps_finished_runs_and_resume_continues(tiny_cli, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('LAB_FIGURES', 'beside')  # A's summary waits for its figures, drawn while B trains
     stage = main_of('stage3_1_channels')
     main = lambda argv: stage([*argv, '--schedule', 'one_cycle'])  # one-cycle: numpy lrs in the optimiser state
     main(tiny_cli('--out', tmp_path / 'whole'))  # the same stage, never interrupted
@@ -122,6 +123,7 @@ def test_a_failed_run_keeps_the_others(tiny_cli, tmp_path, monkeypatch, capsys):
 
 
 def test_sigterm_keeps_finished_runs(tiny_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv('LAB_FIGURES', 'beside')
     after_epoch = train.Checkpoints.after_epoch
     def terminated(self):  # as `kill <pid>` during B's first epoch
         after_epoch(self)
@@ -136,7 +138,8 @@ def test_sigterm_keeps_finished_runs(tiny_cli, tmp_path, monkeypatch):
 
 def test_sigkill_keeps_finished_runs_and_resume_completes(tiny_cli, tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / 'scripts' / 'stage3_1_channels.py'), *tiny_cli(epochs=15)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, LAB_FIGURES='beside'))  # its drawing process dies with it
     deadline = time.time() + 240
     while not list((tmp_path / 'out').glob('stage3_1_channels/*/A-seed0/summary.json')) and time.time() < deadline:
         time.sleep(0.05)
