@@ -49,8 +49,9 @@ def _drawing_process(parent):
     if os.getppid() != parent: os._exit(0)  # the parent died before the line above
 
 
-def _draw_pickled(blob, path, dpi, tight, savefig_kwargs):
-    return _draw(pickle.loads(blob), path, dpi, tight, savefig_kwargs)
+def _draw_pickled(blob, rc, path, dpi, tight, savefig_kwargs):
+    with matplotlib.rc_context(rc):  # this process's settings when the figure was saved, not when the drawer forked
+        return _draw(pickle.loads(blob), path, dpi, tight, savefig_kwargs)
 
 
 class _Beside:
@@ -63,9 +64,10 @@ class _Beside:
         try: blob = pickle.dumps(fig)
         except Exception: return _draw(fig, *args)  # an artist that does not pickle: drawn here, now
         plt.close(fig)
-        try: self.figures.append(_drawing_pool().submit(_draw_pickled, blob, *args))
+        rc = {k: v for k, v in matplotlib.rcParams.items() if k != 'backend'}
+        try: self.figures.append(_drawing_pool().submit(_draw_pickled, blob, rc, *args))
         except BrokenProcessPool:  # the drawing process died (e.g. killed for memory): a new one
-            self.figures.append(_drawing_pool(new=True).submit(_draw_pickled, blob, *args))
+            self.figures.append(_drawing_pool(new=True).submit(_draw_pickled, blob, rc, *args))
         return Path(args[0])
 
     def then(self, fn, name):

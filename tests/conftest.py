@@ -12,13 +12,25 @@ from pathlib import Path
 import matplotlib
 matplotlib.use('Agg')  # show_batch and plots in tests never open a window
 import pytest
-import torch
 
-from fastai_lab.data.synthetic import make_moon_like, make_tiny_imagenet_like
-from scripts import (stage2_baseline, stage4_final, task1_gradients, task1_variance, task3_classifier128,
-                     task3_unet)
+# torch, fastai and the lab are imported by the fixtures, in the worker processes: pytest-xdist's controller reads this
+# file too, and importing them there would cost it seconds of the CPU that the workers need.
 
-torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+
+@pytest.fixture(scope='session', autouse=True)
+def torch_threads():
+    import torch
+    torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+
+
+def make_tiny_imagenet_like(*args, **kwargs):
+    from fastai_lab.data.synthetic import make_tiny_imagenet_like
+    return make_tiny_imagenet_like(*args, **kwargs)
+
+
+def make_moon_like(*args, **kwargs):
+    from fastai_lab.data.synthetic import make_moon_like
+    return make_moon_like(*args, **kwargs)
 
 SHARED = Path(__file__).resolve().parents[1].parent/'shared'/'data'
 
@@ -72,6 +84,8 @@ def tiny_cli(tiny3, tmp_path):
 @pytest.fixture(scope='session')
 def results(tmp_path_factory):
     "A results tree of every kind of run (Task 1, baseline, final, 128 px classifier, U-Net: 16-32 px, 1 epoch)."
+    from scripts import (stage2_baseline, stage4_final, task1_gradients, task1_variance, task3_classifier128,
+                         task3_unet)
     root = tmp_path_factory.mktemp('lab_results')
     tiny = make_tiny_imagenet_like(root / 'tiny', n_classes=3, n_train=10, n_val=2, size=16)
     moon = make_moon_like(root / 'moon', n=12, width=48, height=32)
@@ -85,3 +99,9 @@ def results(tmp_path_factory):
     task3_unet.main(['--data', str(moon), '--out', str(out), '--quick', '--epochs', '1', '--size', '32',
                                     '--base', '8'])
     return dict(root=root, out=out, tiny=Path(tiny), moon=Path(moon))
+
+
+def pytest_collection_modifyitems(items):
+    "The tests of the `results` tree run on one worker (pytest-xdist's loadgroup): it is trained once, not per worker."
+    for item in items:
+        if 'results' in getattr(item, 'fixturenames', ()): item.add_marker(pytest.mark.xdist_group('results'))

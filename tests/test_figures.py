@@ -43,6 +43,14 @@ def test_a_figure_drawn_beside_is_the_one_drawn_here(tmp_path, beside):
     assert not [p for p in (tmp_path / 'beside').iterdir() if p.name.startswith('.')]  # no temporary file left
 
 
+def test_the_drawing_process_draws_with_the_settings_of_the_moment(tmp_path, beside):
+    with drawing_beside(): draw_some(tmp_path / 'before')  # the drawing process is forked by now
+    with matplotlib.rc_context({'savefig.facecolor': 'lightgrey'}):  # read when the figure is written
+        draw_some(tmp_path / 'here')
+        with drawing_beside(): draw_some(tmp_path / 'beside')
+    assert md5s(tmp_path / 'beside') == md5s(tmp_path / 'here') != md5s(tmp_path / 'before')
+
+
 def test_what_follows_the_figures_runs_once_they_are_on_disk(tmp_path, beside):
     seen = []
     with drawing_beside():
