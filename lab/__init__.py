@@ -5,7 +5,7 @@ A call goes down, never back up:
   and `ablation` (what Task 2 compares), `rows` (table layouts, the T2.13 table), `lookup`, `results`;
 - the run layer: `train` (one run's folder), `learner`, `models`, `evaluate`, `checkpoint`, `callbacks`, `progress`,
   `record` (the run's result, read by everything above and by the use side);
-- the parts: `recipe`, `flags`/`cli`, `metrics`, `losses`, `ingredients`, `machine`, `distributed`, `io`, `stats`,
+- the parts: `recipe`, `flags`/`cli`, `metrics`, `losses`, `ingredients`, `machine`, `distributed`, `io`, `figures`, `stats`,
   `tables`, and the packages `arch` (models) and `data` (images: reading, checking, splitting, loading);
 - the use side: `saved` (a finished run again), `predict`, `report`.
 """
