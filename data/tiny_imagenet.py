@@ -183,9 +183,9 @@ def load_tiny_imagenet(root, n_classes=10, wnids=None, valid_pct=0.2, seed=42, m
         names, dropped = list(files)[cap], dropped + twice
         # A class's split depends only on (seed, wnid), not on which other classes were picked.
         v = set(valid_idxs(len(names), valid_pct, np.random.default_rng([seed, zlib.crc32(wnid.encode())])))
-        for i, name in enumerate(names):
-            (valid if i in v else train).append((folder/name, label))
-            identities[files[name]] = folder/name
+        for i, path in enumerate(folder/name for name in names):
+            (valid if i in v else train).append((path, label))
+            identities[files[path.name]] = path
     label_of, per_class = {w: i for i, w in enumerate(wnids)}, {w: 0 for w in wnids}
     test, test_identities = [], []
     annotated, repeated = _read_annotations(root)

@@ -19,7 +19,7 @@ import torch
 from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .figures import save_figure
+from .figures import save_figure, save_pyplot_figure
 from .ingredients import multi_view_logits, view_words
 from .stats import wilson
 from .tables import write_table
@@ -78,9 +78,9 @@ def test_report(learn, dl, names, folder, seed=0, figures=True, title='Test set'
     if figures:
         _GivenConfusion(learn, dl, cm).plot_confusion_matrix(
             figsize=(8, 8), title=f'Confusion matrix ({title[0].lower() + title[1:]}, acc {acc:.1%})')
-        save_figure(plt.gcf(), folder / 'confusion_matrix.png', dpi=110, tight=False, bbox_inches='tight'); plt.close('all')
+        save_pyplot_figure(folder / 'confusion_matrix.png', dpi=110)
         learn.show_results(dl=dl, max_n=9)
-        save_figure(plt.gcf(), folder / 'show_results.png', dpi=110, tight=False, bbox_inches='tight'); plt.close('all')
+        save_pyplot_figure(folder / 'show_results.png', dpi=110)
         plot_samples(dl, predictions, targets, names, folder / 'test_samples.png', seed=seed)
     return dict(test_acc=acc, test_acc_lo=lo, test_acc_hi=hi, macro_f1=float(table['f1'].iloc[-1]), n=len(targets))
 
@@ -163,7 +163,7 @@ def evaluate_run(learn, data, recipe, folder, test=False, figures=True, real_pai
     if figures:
         plot_predictions(learn, learn.dls.valid, folder)
         learn.show_results(max_n=4, figsize=(8, 8))
-        save_figure(plt.gcf(), folder / 'show_results.png', dpi=100, tight=False, bbox_inches='tight'); plt.close('all')
+        save_pyplot_figure(folder / 'show_results.png', dpi=100)
     if test and data.test_items:
         tdl = data.test_dl()
         out.update(seg_scores(learn, tdl, 'test'), n_test=len(data.test_items))

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 from .distributed import is_distributed
 from .io import atomic_write
 
-__all__ = ['save_figure', 'then', 'drawing_beside', 'FiguresFailed']
+__all__ = ['save_figure', 'save_pyplot_figure', 'then', 'drawing_beside', 'FiguresFailed']
 
 
 class FiguresFailed(Exception):
@@ -64,10 +64,10 @@ class _Beside:
         try: blob = pickle.dumps(fig)
         except Exception: return _draw(fig, *args)  # an artist that does not pickle: drawn here, now
         plt.close(fig)
-        rc = {k: v for k, v in matplotlib.rcParams.items() if k != 'backend'}
-        try: self.figures.append(_drawing_pool().submit(_draw_pickled, blob, rc, *args))
-        except BrokenProcessPool:  # the drawing process died (e.g. killed for memory): a new one
-            self.figures.append(_drawing_pool(new=True).submit(_draw_pickled, blob, rc, *args))
+        job = (_draw_pickled, blob, {k: v for k, v in matplotlib.rcParams.items() if k != 'backend'}, *args)
+        try: future = _drawing_pool().submit(*job)
+        except BrokenProcessPool: future = _drawing_pool(new=True).submit(*job)  # it died (e.g. killed for memory)
+        self.figures.append(future)
         return Path(args[0])
 
     def then(self, fn, name):
@@ -115,10 +115,18 @@ def _can_draw_beside():
 
 
 def save_figure(fig, path, dpi=120, tight=True, **savefig_kwargs):
-    """Lay out (`tight`: `fig.tight_layout()`) and write `fig` to `path` atomically, then close it; in a stage, in
-    the drawing process (see the module docstring). Returns `path`."""
+    """Lay out (`tight`: `fig.tight_layout()`) and write `fig` to `path` atomically, then close it; inside
+    `drawing_beside`, in the drawing process. Returns `path`."""
     if _beside is not None: return _beside.submit(fig, path, dpi, tight, savefig_kwargs)
     return _draw(fig, path, dpi, tight, savefig_kwargs)
+
+
+def save_pyplot_figure(path, dpi):
+    """`save_figure` of what fastai drew on pyplot's current figure (show_results, plot_confusion_matrix, the lr_find
+    plot), cropped to its contents; then every pyplot figure is closed. Returns `path`."""
+    path = save_figure(plt.gcf(), path, dpi=dpi, tight=False, bbox_inches='tight')
+    plt.close('all')
+    return path
 
 
 def then(fn, name=''):

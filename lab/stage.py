@@ -16,9 +16,6 @@ import os, signal, sys, traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt
 from fastai.callback.schedule import minimum, slide, steep, valley
 
 from fastai_lab.data.locate import data_source
@@ -26,7 +23,7 @@ from . import progress
 from .caveats import caveat, caveat_notes, stage_caveats
 from .data.loaders import build_data, resolve_data
 from .distributed import barrier, check_shards, is_distributed
-from .figures import drawing_beside, save_figure
+from .figures import drawing_beside, save_pyplot_figure
 from .io import error_line, read_json, same_json, write_json
 from .learner import make_learner, setup_torch
 from .models import build_model
@@ -126,7 +123,7 @@ def lr_find_stage(st, recipe):
     learn = make_learner(recipe, build_model(recipe), data.dls)
     learn.path, learn.model_dir = st.folder, '.'
     found = learn.lr_find(suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
-    save_figure(plt.gcf(), st.folder / 'lr_find.png', dpi=110, tight=False, bbox_inches='tight'); plt.close('all')
+    save_pyplot_figure(st.folder / 'lr_find.png', dpi=110)
     suggested = {k: float(v) for k, v in found._asdict().items()}
     write_json(st.folder / 'lr_find.json', dict(suggested=suggested, recipe=recipe.to_dict(),
                                                 note='fastai lr_find on the stage\'s first configuration'))
