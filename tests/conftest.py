@@ -101,6 +101,7 @@ def results(tmp_path_factory):
     return dict(root=root, out=out, tiny=Path(tiny), moon=Path(moon))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the marks into the test ids it schedules by
 def pytest_collection_modifyitems(items):
     "The tests of the `results` tree run on one worker (pytest-xdist's loadgroup): it is trained once, not per worker."
     for item in items:

@@ -9,6 +9,7 @@ from fastai_lab.data.synthetic import make_moon_like, make_tiny_imagenet_like
 from scripts import benchmark
 
 PATHS = 'abc'
+pytestmark = pytest.mark.xdist_group('benchmark')  # its module fixture runs the benchmark once: on one worker
 
 
 @pytest.fixture(scope='module')
