@@ -223,9 +223,11 @@ def release_device_memory():
     """Give the GPU memory this process no longer uses back to the driver (torch's caching allocator keeps it): the
     stage's process reads the data once before its --jobs processes train, each with its own copy."""
     import gc
+    cuda, mps = torch.cuda.is_available() and torch.cuda.is_initialized(), torch.backends.mps.is_available()
+    if not (cuda or mps): return  # no device cache to give back; a full collection walks every object of the process
     gc.collect()  # fastai's loaders hold reference cycles: the tensors go only with them
-    if torch.cuda.is_available() and torch.cuda.is_initialized(): torch.cuda.empty_cache()
-    if torch.backends.mps.is_available(): torch.mps.empty_cache()
+    if cuda: torch.cuda.empty_cache()
+    if mps: torch.mps.empty_cache()
 
 
 def cpu_threads():
