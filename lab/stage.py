@@ -203,9 +203,11 @@ def _chain(items):
     return done
 
 
-def _init_worker(counter, device, stage_clock):
-    """A worker process: the parent's --device (a plain cuda choice: its own GPU, round robin over the visible ones),
-    the stage's clock (whose estimate the first epoch to finish in any worker prints), SIGTERM as an interrupt."""
+def _init_worker(counter, device, stage_clock, environ):
+    """A worker process: the parent's environment of now (not the job server's, of when it started), its --device (a
+    plain cuda choice: its own GPU, round robin over the visible ones), the stage's clock (whose estimate the first
+    epoch to finish in any worker prints), SIGTERM as an interrupt."""
+    os.environ.clear(); os.environ.update(environ)
     def on_term(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
     signal.signal(signal.SIGTERM, on_term)
     with counter.get_lock():
@@ -252,12 +254,21 @@ def train_runs(stage, runs, options=RunOptions(), jobs=1, chains=None):
     return {n: trained[n] if n in trained else RunRecord.read(stage.run_dir(n)) for n in runs}
 
 
+def _job_context():
+    """--jobs processes: forks of a job server that has imported the lab once and done nothing else. This process
+    cannot be forked (it may hold CUDA state and threads); spawned ones would each import torch and fastai again
+    (~4.5 s of CPU a process). Each fork starts with the interpreter state of a fresh import, like a spawned one."""
+    ctx = mp.get_context('forkserver')
+    ctx.set_forkserver_preload([__name__])  # read when the server starts: the first --jobs stage of this process
+    return ctx
+
+
 def _parallel(todo, jobs, stage_clock):
-    ctx = mp.get_context('spawn')  # CUDA cannot be forked; spawn also gives each run a clean interpreter state
+    ctx = _job_context()
     counter = ctx.Value('i', 0)
     stage_clock.said = ctx.Value('b', 0)  # shared: the first epoch to finish in any worker says the estimate
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(counter, selected_device(), stage_clock))
+                               initargs=(counter, selected_device(), stage_clock, dict(os.environ)))
     results = []
     try:
         futures = [pool.submit(_chain, chain) for chain in todo]

@@ -169,6 +169,28 @@ def test_two_jobs_give_the_numbers_of_one(tiny_cli, tmp_path, monkeypatch, capsy
     assert f'each with {os.cpu_count()} torch thread(s), as alone' in capsys.readouterr().out
 
 
+def test_a_job_has_the_environment_of_its_stage_not_of_the_job_server(monkeypatch):
+    "--jobs processes fork from a server started once per process: each still gets the stage's environment of now."
+    from concurrent.futures import ProcessPoolExecutor
+    from fastai_lab import progress
+    from fastai_lab.machine import selected_device
+    ctx = jobs._job_context()
+    monkeypatch.setenv('LAB_TEST_JOB_ENV', 'when the server started')
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        assert pool.submit(os.getpid).result() != os.getpid()  # the server runs (if no stage had started it)
+        server_pid = pool.submit(os.getppid).result()
+    monkeypatch.setenv('LAB_TEST_JOB_ENV', 'now')
+    monkeypatch.delenv('OMP_NUM_THREADS')
+    clock = progress.StageClock('stage', {}, 1, quiet=True)
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=jobs._init_worker,
+                             initargs=(ctx.Value('i', 0), selected_device(), clock, dict(os.environ))) as pool:
+        assert pool.submit(os.getenv, 'LAB_TEST_JOB_ENV').result() == 'now'
+        assert pool.submit(os.getenv, 'OMP_NUM_THREADS').result() is None
+        assert pool.submit(os.getppid).result() == server_pid  # a fork of the same server, not a new interpreter
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:  # what the initializer is for
+        assert pool.submit(os.getenv, 'LAB_TEST_JOB_ENV').result() != 'now'
+
+
 def test_a_stage_on_other_classes_is_not_reused(tiny_cli, tmp_path, capsys):
     main_of('stage3_2_blocks')(tiny_cli('--classes', '2', epochs=1))
     assert latest_stage_summary(tmp_path / 'out', 'stage3_2_blocks')['classes'].count(',') == 1
