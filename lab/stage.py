@@ -258,6 +258,8 @@ def _job_context():
     """--jobs processes: forks of a job server that has imported the lab once and done nothing else. This process
     cannot be forked (it may hold CUDA state and threads); spawned ones would each import torch and fastai again
     (~4.5 s of CPU a process). Each fork starts with the interpreter state of a fresh import, like a spawned one."""
+    if default_device().type == 'cpu':  # N runs share the cores, each with a lone run's threads: idle ones must sleep,
+        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # not spin (read by OpenMP as the server imports torch)
     ctx = mp.get_context('forkserver')
     ctx.set_forkserver_preload([__name__])  # read when the server starts: the first --jobs stage of this process
     return ctx

@@ -174,7 +174,9 @@ def test_a_job_has_the_environment_of_its_stage_not_of_the_job_server(monkeypatc
     from concurrent.futures import ProcessPoolExecutor
     from fastai_lab import progress
     from fastai_lab.machine import selected_device
+    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
     ctx = jobs._job_context()
+    assert os.environ['OMP_WAIT_POLICY'] == 'PASSIVE'  # on a CPU: runs that share the cores do not spin while idle
     monkeypatch.setenv('LAB_TEST_JOB_ENV', 'when the server started')
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         assert pool.submit(os.getpid).result() != os.getpid()  # the server runs (if no stage had started it)
