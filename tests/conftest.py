@@ -7,7 +7,8 @@ their figures in their own process (LAB_FIGURES=here): tests/test_figures.py and
 import os
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 # OpenMP threads that wait sleep instead of spinning: where a test runs torch on every core beside the other worker
-# (--jobs, torchrun), spinning threads burn the CPU that the others need (test_two_jobs: 30 -> 24 CPU-s)
+# (test_two_jobs' run alone; its --jobs processes get this from lab.stage anyway), spinning threads burn the CPU that
+# the others need (test_two_jobs: 30 -> 24 CPU-s)
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 os.environ.setdefault('LAB_FIGURES', 'here')  # two workers already use both cores: none is free to draw beside
 from pathlib import Path
