@@ -7,7 +7,7 @@ trains on. What must follow a run's figures (its summary.json: the mark that the
 which runs it as soon as they are on disk; leaving `drawing_beside` waits for all of them, so a stage's summary and
 a published folder come after their figures. The PNG is the same byte for byte as one drawn here.
 """
-import ctypes, os, pickle, signal, sys, threading
+import ctypes, os, pickle, signal, sys, threading, weakref
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
+from matplotlib.transforms import TransformNode
 
 from .distributed import is_distributed
 from .io import atomic_write
@@ -40,9 +41,22 @@ def _draw(fig, path, dpi, tight, savefig_kwargs):
     return path
 
 
+def _unpickle_transform_keyed_by_id(self, state):
+    """`TransformNode.__setstate__` that keys each parent by its id in this process. matplotlib (3.11) keeps the ids
+    of the pickling process: a transform made here that happens to get one of those ids takes that parent's place, and
+    the parent misses the invalidation when savefig changes the dpi, so its text lands 2 px off (4 of 150 drawing
+    processes drew one of three figures so)."""
+    pickled, self.__dict__ = state['_parents'], state
+    parents = self._parents = {}
+    for parent in pickled.values():
+        if parent is not None:
+            parents[id(parent)] = weakref.ref(parent, lambda _, k=id(parent): parents.pop(k, None))
+
+
 def _drawing_process(parent):
     """The drawing process draws all it was given: Ctrl-C and SIGTERM are for its parent, which then waits for it;
     it dies with the parent (a SIGKILL, which the parent cannot pass on; Linux's parent-death signal)."""
+    TransformNode.__setstate__ = _unpickle_transform_keyed_by_id  # this process only unpickles figures to draw them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
