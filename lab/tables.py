@@ -5,7 +5,7 @@ from pathlib import Path
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator
 import pandas as pd
 
 from .figures import save_figure
@@ -84,6 +84,12 @@ def pareto_front(points):
     return front
 
 
+class PlainLogFormatter(LogFormatterSciNotation):
+    """The log ticks matplotlib labels, as plain numbers (0.138, not 1.38x10^-1): within a decade it labels every
+    minor tick, and written in powers of ten they overlap."""
+    def __call__(self, x, pos=None): return f'{x:.3g}' if super().__call__(x, pos) else ''
+
+
 def plot_score_vs_cost(points, path, ylabel, title):
     """Score against GMACs per image, one labelled point per variant with its 95% interval, and the Pareto front
     (the variants nothing cheaper beats). `points`: dicts with label, macs_G, score and half (the interval's
@@ -102,5 +108,6 @@ def plot_score_vs_cost(points, path, ylabel, title):
     ax.step(xs, ys, where='post', color='tab:red', alpha=.6, label='Pareto front (nothing cheaper is better)')
     ax.scatter(*zip(*front), s=120, facecolors='none', edgecolors='tab:red', zorder=3)
     ax.set(xscale='log', xlabel='GMACs per image (log scale; FlopCounterMode, FLOPs / 2)', ylabel=ylabel, title=title)
+    ax.xaxis.set_major_formatter(PlainLogFormatter()); ax.xaxis.set_minor_formatter(PlainLogFormatter())
     ax.grid(alpha=.3, which='both'); ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -146,3 +146,23 @@ def test_experiments_table_carries_cost_and_plots_accuracy_against_it(tmp_path):
     assert (tmp_path / 'accuracy_vs_macs.png').is_file()
     md = (tmp_path / 'experiments.md').read_text()
     assert 'Timings on cpu (2 cores)' in md and 'decided by cost' in md and 'Pareto front' in md
+
+
+@pytest.mark.parametrize('macs, labels', [((0.136, 0.1455), ['0.136', '0.138', '0.14', '0.142', '0.144']),
+                                          ((0.015, 0.035, 0.11), ['0.02', '0.03', '0.04', '0.06', '0.1']),
+                                          ((0.01, 3.0), ['0.01', '0.1', '1'])])
+def test_the_cost_axis_labels_its_ticks_in_plain_numbers_that_do_not_overlap(tmp_path, monkeypatch, macs, labels):
+    "Within a decade matplotlib labels every minor tick of a log axis: written as 1.38x10^-1 they ran into each other."
+    from fastai_lab import tables
+    drawn = []
+    monkeypatch.setattr(tables, 'save_figure', lambda fig, path: drawn.append(fig))
+    tables.plot_score_vs_cost([dict(label=str(m), macs_G=m, score=.5, half=.1) for m in macs], tmp_path / 'a.png',
+                              'valid accuracy', 'title')
+    fig, = drawn
+    fig.canvas.draw()
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    (lo, hi), ticks = ax.get_xlim(), ax.xaxis.get_major_ticks() + ax.xaxis.get_minor_ticks()
+    shown = sorted(((t.label1.get_window_extent(renderer), t.label1.get_text()) for t in ticks
+                    if lo <= t.get_loc() <= hi and t.label1.get_text()), key=lambda box_text: box_text[0].x0)
+    assert [text for _, text in shown] == labels
+    assert all(a.x1 < b.x0 for (a, _), (b, _) in zip(shown, shown[1:]))
