@@ -166,3 +166,22 @@ def test_the_cost_axis_labels_its_ticks_in_plain_numbers_that_do_not_overlap(tmp
                     if lo <= t.get_loc() <= hi and t.label1.get_text()), key=lambda box_text: box_text[0].x0)
     assert [text for _, text in shown] == labels
     assert all(a.x1 < b.x0 for (a, _), (b, _) in zip(shown, shown[1:]))
+
+
+@pytest.mark.parametrize('points', [  # the two plots of a quick run_all: task 3.3's and the T2 variants'
+    [('baseline U-Net (20261207-032214)', .1454, 0.), ('A: frozen encoder, B: fine-tuned', .1363, .026)],
+    [('3.2-A, 3.3-A, 3.3-B, Final', .015, .23), ('3.3-C', .015, .2), ('Baseline, 3.1-A, 3.2-B', .035, .13),
+     ('3.2-C', .055, .23), ('3.1-B', .11, .17)]])
+def test_the_labels_of_the_costliest_points_stay_inside_the_axes(tmp_path, monkeypatch, points):
+    "A point at the right of the cost axis has its label on its left: on its right it ran past the axes' frame."
+    from fastai_lab import tables
+    drawn = []
+    monkeypatch.setattr(tables, 'save_figure', lambda fig, path: drawn.append(fig))
+    tables.plot_score_vs_cost([dict(label=n, macs_G=m, score=s, half=.1) for n, m, s in points], tmp_path / 'a.png',
+                              'valid accuracy', 'title')
+    fig, = drawn
+    fig.canvas.draw()
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    frame, boxes = ax.get_window_extent(renderer), {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert sorted(boxes) == sorted(n for n, _, _ in points)
+    assert all(frame.x0 < box.x0 and box.x1 < frame.x1 for box in boxes.values()), boxes
