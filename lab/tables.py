@@ -101,13 +101,14 @@ def plot_score_vs_cost(points, path, ylabel, title):
     for p in shown:
         ax.errorbar(p['macs_G'], p['score'], yerr=p.get('half') or 0, fmt='o', capsize=3, color='tab:blue', alpha=.7)
         labels.setdefault((p['macs_G'], p['score']), []).append(p['label'])
-    lo, hi = math.log(min(labels)[0]), math.log(max(labels)[0])
+    cheapest, costliest = min(x for x, _ in labels), max(x for x, _ in labels)
+    lo, hi = math.log(cheapest), math.log(costliest)
     for (x, y), names in labels.items():
         right = hi > lo and (math.log(x) - lo) / (hi - lo) > .6  # its label goes left, not out of the axes
         ax.annotate(', '.join(names), (x, y), textcoords='offset points', xytext=(-5 if right else 5, 4), fontsize=8,
                     ha='right' if right else 'left')
     front = pareto_front(list(labels))
-    xs, ys = zip(*front, (max(p['macs_G'] for p in shown), front[-1][1]))  # the front holds on to the costliest
+    xs, ys = zip(*front, (costliest, front[-1][1]))  # the front holds on to the costliest
     ax.step(xs, ys, where='post', color='tab:red', alpha=.6, label='Pareto front (nothing cheaper is better)')
     ax.scatter(*zip(*front), s=120, facecolors='none', edgecolors='tab:red', zorder=3)
     ax.set(xscale='log', xlabel='GMACs per image (log scale; FlopCounterMode, FLOPs / 2)', ylabel=ylabel, title=title)

@@ -148,19 +148,24 @@ def test_experiments_table_carries_cost_and_plots_accuracy_against_it(tmp_path):
     assert 'Timings on cpu (2 cores)' in md and 'decided by cost' in md and 'Pareto front' in md
 
 
-@pytest.mark.parametrize('macs, labels', [((0.136, 0.1455), ['0.136', '0.138', '0.14', '0.142', '0.144']),
-                                          ((0.015, 0.035, 0.11), ['0.02', '0.03', '0.04', '0.06', '0.1']),
-                                          ((0.01, 3.0), ['0.01', '0.1', '1'])])
-def test_the_cost_axis_labels_its_ticks_in_plain_numbers_that_do_not_overlap(tmp_path, monkeypatch, macs, labels):
-    "Within a decade matplotlib labels every minor tick of a log axis: written as 1.38x10^-1 they ran into each other."
+def drawn_cost_plot(points, monkeypatch):
+    "(axes, renderer) of `plot_score_vs_cost` of `points` (label, macs_G, score), drawn and not written."
     from fastai_lab import tables
     drawn = []
     monkeypatch.setattr(tables, 'save_figure', lambda fig, path: drawn.append(fig))
-    tables.plot_score_vs_cost([dict(label=str(m), macs_G=m, score=.5, half=.1) for m in macs], tmp_path / 'a.png',
+    tables.plot_score_vs_cost([dict(label=n, macs_G=m, score=s, half=.1) for n, m, s in points], 'unwritten.png',
                               'valid accuracy', 'title')
     fig, = drawn
     fig.canvas.draw()
-    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    return fig.axes[0], fig.canvas.get_renderer()
+
+
+@pytest.mark.parametrize('macs, labels', [((0.136, 0.1455), ['0.136', '0.138', '0.14', '0.142', '0.144']),
+                                          ((0.015, 0.035, 0.11), ['0.02', '0.03', '0.04', '0.06', '0.1']),
+                                          ((0.01, 3.0), ['0.01', '0.1', '1'])])
+def test_the_cost_axis_labels_its_ticks_in_plain_numbers_that_do_not_overlap(monkeypatch, macs, labels):
+    "Within a decade matplotlib labels every minor tick of a log axis: written as 1.38x10^-1 they ran into each other."
+    ax, renderer = drawn_cost_plot([(str(m), m, .5) for m in macs], monkeypatch)
     (lo, hi), ticks = ax.get_xlim(), ax.xaxis.get_major_ticks() + ax.xaxis.get_minor_ticks()
     shown = sorted(((t.label1.get_window_extent(renderer), t.label1.get_text()) for t in ticks
                     if lo <= t.get_loc() <= hi and t.label1.get_text()), key=lambda box_text: box_text[0].x0)
@@ -172,16 +177,9 @@ def test_the_cost_axis_labels_its_ticks_in_plain_numbers_that_do_not_overlap(tmp
     [('baseline U-Net (20261207-032214)', .1454, 0.), ('A: frozen encoder, B: fine-tuned', .1363, .026)],
     [('3.2-A, 3.3-A, 3.3-B, Final', .015, .23), ('3.3-C', .015, .2), ('Baseline, 3.1-A, 3.2-B', .035, .13),
      ('3.2-C', .055, .23), ('3.1-B', .11, .17)]])
-def test_the_labels_of_the_costliest_points_stay_inside_the_axes(tmp_path, monkeypatch, points):
+def test_the_labels_of_the_costliest_points_stay_inside_the_axes(monkeypatch, points):
     "A point at the right of the cost axis has its label on its left: on its right it ran past the axes' frame."
-    from fastai_lab import tables
-    drawn = []
-    monkeypatch.setattr(tables, 'save_figure', lambda fig, path: drawn.append(fig))
-    tables.plot_score_vs_cost([dict(label=n, macs_G=m, score=s, half=.1) for n, m, s in points], tmp_path / 'a.png',
-                              'valid accuracy', 'title')
-    fig, = drawn
-    fig.canvas.draw()
-    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    ax, renderer = drawn_cost_plot(points, monkeypatch)
     frame, boxes = ax.get_window_extent(renderer), {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
     assert sorted(boxes) == sorted(n for n, _, _ in points)
     assert all(frame.x0 < box.x0 and box.x1 < frame.x1 for box in boxes.values()), boxes
